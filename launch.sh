@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The one entry point of the project.
+#
+#   ./launch.sh                          run the default study
+#   ./launch.sh STUDY[:SCALE] [--config.field=value ...] [--workdir=DIR]
+#   ./launch.sh --multihost STUDY ...    call jax.distributed.initialize() first
+#   ./launch.sh test [pytest args]       run the test suite
+#   ./launch.sh bench NAME [args]        run experiments/benchmarks/NAME.py
+#   ./launch.sh --help                   list studies and benchmarks
+#
+# On first use it creates .venv and installs the package with its test extra;
+# it reinstalls only when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT="$(pwd)"
+DEFAULT_STUDY="optimizer_trajectories"
+VENV="$ROOT/.venv"
+PYTHON_BIN="${PYTHON:-python3}"
+
+bootstrap() {
+  local stamp="$VENV/.pyproject.sha256"
+  local want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "launch.sh: creating $VENV" >&2
+    "$PYTHON_BIN" -m venv "$VENV"
+  fi
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "launch.sh: installing dependencies (pyproject.toml changed or first run)" >&2
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$VENV/bin/python" -m pip install --quiet -e ".[test]" >&2
+    echo "$want" > "$stamp"
+  fi
+}
+
+list_modules() {  # names of the .py files in a folder, without helpers
+  local dir="$1"
+  for f in "$dir"/*.py; do
+    local name; name="$(basename "$f" .py)"
+    [[ "$name" == __init__ || "$name" == main || "$name" == _* || "$name" == common ]] && continue
+    echo "  $name"
+  done
+}
+
+usage() {
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  echo
+  echo "studies (configs/STUDY.py + experiments/STUDY.py; default: $DEFAULT_STUDY):"
+  list_modules experiments
+  echo "benchmarks (experiments/benchmarks/NAME.py):"
+  list_modules experiments/benchmarks
+}
+
+multihost=0
+if [[ "${1:-}" == "--multihost" ]]; then
+  multihost=1
+  shift
+fi
+
+case "${1:-}" in
+  -h|--help|help)
+    usage
+    exit 0
+    ;;
+  test)
+    shift
+    bootstrap
+    export PYTHONHASHSEED=0
+    n_flag=()
+    if [[ " $* " != *" -n "* && " $* " != *" -n="* ]]; then
+      n_flag=(-n "${TEST_WORKERS:-auto}")
+    fi
+    exec "$VENV/bin/python" -m pytest "${n_flag[@]}" "$@"
+    ;;
+  bench)
+    shift
+    name="${1:?usage: ./launch.sh bench NAME}"
+    shift
+    if [[ ! -f "experiments/benchmarks/$name.py" ]]; then
+      echo "launch.sh: unknown benchmark '$name'; known:" >&2
+      list_modules experiments/benchmarks >&2
+      exit 2
+    fi
+    bootstrap
+    exec "$VENV/bin/python" -m "experiments.benchmarks.$name" "$@"
+    ;;
+  ""|--*)
+    study="$DEFAULT_STUDY"
+    ;;
+  *)
+    study="$1"
+    shift
+    ;;
+esac
+
+name="${study%%:*}"
+if [[ ! -f "experiments/$name.py" || ! -f "configs/$name.py" ]]; then
+  echo "launch.sh: unknown study '$name'; known:" >&2
+  list_modules experiments >&2
+  exit 2
+fi
+config="configs/$name.py"
+[[ "$study" == *:* ]] && config="$config:${study#*:}"
+bootstrap
+args=(--study="$name" --config="$config")
+[[ $multihost == 1 ]] && args+=(--multihost)
+exec "$VENV/bin/python" -m experiments.main "${args[@]}" "$@"
