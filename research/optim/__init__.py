@@ -1,6 +1,7 @@
 """From-scratch gradient transformations with Optax's names and semantics.
 
 ``from research import optim as optax`` works for every name exported here.
+Each module lists its public names in ``__all__``.
 """
 
 from research.optim import tree
@@ -34,12 +35,17 @@ from research.optim.tree import (
     safe_norm,
     safe_root_mean_squares,
 )
-from research.optim.transform import (
-    ScaleByScheduleState,
-    TraceState,
-    scale,
-    scale_by_learning_rate,
-    scale_by_schedule,
-    trace,
-)
-from research.optim.alias import sgd
+from research.optim.transform import *  # noqa: F401,F403
+from research.optim.adding import *  # noqa: F401,F403
+from research.optim.clipping import *  # noqa: F401,F403
+from research.optim.constraints import *  # noqa: F401,F403
+from research.optim.combine import *  # noqa: F401,F403
+from research.optim.wrappers import *  # noqa: F401,F403
+from research.optim.accumulation import *  # noqa: F401,F403
+from research.optim.factorized import *  # noqa: F401,F403
+from research.optim.layerwise import *  # noqa: F401,F403
+from research.optim.sm3 import *  # noqa: F401,F403
+from research.optim.lbfgs import *  # noqa: F401,F403
+from research.optim.schedules import *  # noqa: F401,F403
+from research.optim.inject import *  # noqa: F401,F403
+from research.optim.alias import *  # noqa: F401,F403

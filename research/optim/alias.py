@@ -13,6 +13,10 @@ from research.optim import base
 from research.optim import checks
 from research.optim import transform
 
+__all__ = [
+    'sgd',
+]
+
 
 def sgd(
     learning_rate: base.ScalarOrSchedule,

@@ -15,6 +15,15 @@ from research.optim import base
 from research.optim import checks
 from research.optim import tree as otu
 
+__all__ = [
+    'ScaleByScheduleState',
+    'TraceState',
+    'scale',
+    'scale_by_learning_rate',
+    'scale_by_schedule',
+    'trace',
+]
+
 
 def scale(step_size: jax.typing.ArrayLike) -> base.GradientTransformationExtraArgs:
   """Scales the updates by a fixed scalar: ``u <- step_size * u``."""

@@ -254,3 +254,137 @@ def minimize(opt, fn, x0, steps: int, extra_args: bool = False):
       lambda x: jax.lax.scan(body, (x, opt.init(x)), None, length=steps)
   )(x0)
   return float(fn(x)), x
+
+
+def _row_id(name, kwargs):
+  args = '-'.join(f'{k}={getattr(v, "__name__", v)}' for k, v in kwargs.items())
+  return f'{name}-{args}' if args else name
+
+
+def _decayed_learning_rate(count):
+  return 0.1 * 0.97**count
+
+
+def alias_suite(
+    rows,
+    *,
+    ours_module,
+    complex_names=(),
+    extra_args_names=(),
+    tolerances=None,
+    schedule_names=None,
+):
+  """Builds the standard test suite for a table of optimizers.
+
+  Args:
+    rows: ``(name, kwargs)`` pairs; ours ``ours_module.<name>(**kwargs)`` is
+      compared with ``optax.<name>(**kwargs)``.
+    ours_module: where our factories live (``research.optim``).
+    complex_names: names whose optax version supports complex params.
+    extra_args_names: names whose update needs ``value``/``grad``/``value_fn``.
+    tolerances: optional ``{name: {dtype_name: rtol}}`` overrides; each must be
+      justified where the table is written.
+    schedule_names: names that take ``learning_rate`` and so are also run with
+      a schedule as the learning rate (default: every row with that kwarg).
+
+  Returns:
+    A dict of test objects to merge into a test module's globals:
+    ``globals().update(harness.alias_suite(...))``.
+  """
+  import optax  # The reference: imported by tests only.
+  import pytest
+  from absl.testing import parameterized
+
+  tolerances = tolerances or {}
+  ids = [_row_id(n, kw) for n, kw in rows]
+
+  def both(name, kwargs):
+    return getattr(ours_module, name)(**kwargs), getattr(optax, name)(**kwargs)
+
+  def rtol_for(name, dtype):
+    return tolerances.get(name, {}).get(jnp.dtype(dtype).name)
+
+  def check(name, kwargs, variant, dtype):
+    ours, ref = both(name, kwargs)
+    assert_matches_reference(
+        ours, ref, variant=variant, dtype=dtype, rtol=rtol_for(name, dtype),
+        extra_args=name in extra_args_names,
+    )
+
+  named = [(i, n, kw) for i, (n, kw) in zip(ids, rows)]
+  sched_rows = [
+      (i, n, kw) for i, n, kw in named
+      if 'learning_rate' in kw and (schedule_names is None or n in schedule_names)
+  ]
+
+  class EqualsOptaxTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*named)
+    def test_float32(self, name, kwargs):
+      check(name, kwargs, self.variant, jnp.float32)
+
+    @parameterized.named_parameters(*named)
+    def test_float64(self, name, kwargs):
+      with jax.enable_x64(True):
+        check(name, kwargs, jax.jit, jnp.float64)
+
+    if sched_rows:  # absl needs at least one parameter set.
+      @parameterized.named_parameters(*sched_rows)
+      def test_schedule_as_learning_rate(self, name, kwargs):
+        check(name, dict(kwargs, learning_rate=_decayed_learning_rate), jax.jit,
+              jnp.float32)
+
+  complex_rows = [(n, kw) for n, kw in rows if n in complex_names]
+  complex_ids = [_row_id(n, kw) for n, kw in complex_rows]
+
+  @pytest.mark.parametrize('name,kwargs', complex_rows, ids=complex_ids)
+  def test_complex64(name, kwargs):
+    check(name, kwargs, jax.jit, jnp.complex64)
+
+  def make(name, kwargs):
+    return getattr(ours_module, name)(**kwargs)
+
+  @pytest.mark.parametrize('name,kwargs', rows, ids=ids)
+  @pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float32], ids=['bf16', 'f32'])
+  def test_dtype_preserved(name, kwargs, dtype):
+    assert_dtypes_preserved(make(name, kwargs), dtype, name in extra_args_names)
+
+  @pytest.mark.parametrize('name,kwargs', rows, ids=ids)
+  def test_state_stable_under_cond(name, kwargs):
+    assert_state_stable_under_cond(make(name, kwargs), name in extra_args_names)
+
+  @pytest.mark.parametrize('name,kwargs', rows, ids=ids)
+  def test_accepts_unknown_kwargs(name, kwargs):
+    assert_accepts_unknown_kwargs(make(name, kwargs))
+
+  tests = dict(
+      EqualsOptaxTest=EqualsOptaxTest,
+      test_dtype_preserved=test_dtype_preserved,
+      test_state_stable_under_cond=test_state_stable_under_cond,
+      test_accepts_unknown_kwargs=test_accepts_unknown_kwargs,
+  )
+  if complex_rows:
+    tests['test_complex64'] = test_complex64
+  return tests
+
+
+def convergence_suite(rows, *, ours_module, extra_args_names=()):
+  """``rows``: ``(name, quad_kwargs, quad_steps, quad_tol, rosen_kwargs,
+  rosen_steps, rosen_tol)``. The quadratic f = 0.1 x1^2 + 2 x2^2 starts at
+  (-5, -2); Rosenbrock at (-1.5, 2). Asserts each final loss is below its tol.
+  """
+  import pytest
+
+  @pytest.mark.parametrize(
+      'name,qkw,qsteps,qtol,rkw,rsteps,rtol', rows, ids=[r[0] for r in rows]
+  )
+  def test_converges(name, qkw, qsteps, qtol, rkw, rsteps, rtol):
+    extra = name in extra_args_names
+    factory = getattr(ours_module, name)
+    loss, _ = minimize(factory(**qkw), quadratic, [-5.0, -2.0], qsteps, extra)
+    assert loss < qtol, f'{name} on the quadratic: final loss {loss:.3g} >= {qtol}'
+    loss, _ = minimize(factory(**rkw), rosenbrock, [-1.5, 2.0], rsteps, extra)
+    assert loss < rtol, f'{name} on Rosenbrock: final loss {loss:.3g} >= {rtol}'
+
+  return dict(test_converges=test_converges)
