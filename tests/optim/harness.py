@@ -269,6 +269,7 @@ def alias_suite(
     rows,
     *,
     ours_module,
+    reference_module=None,
     complex_names=(),
     extra_args_names=(),
     tolerances=None,
@@ -280,6 +281,10 @@ def alias_suite(
     rows: ``(name, kwargs)`` pairs; ours ``ours_module.<name>(**kwargs)`` is
       compared with ``optax.<name>(**kwargs)``.
     ours_module: where our factories live (``research.optim``).
+    reference_module: where the reference factories live (default: optax).
+      For a transformation that is not an optimizer by itself, pass two
+      namespaces whose factories wrap it the same way, e.g. in
+      ``chain(t, scale(-0.1))``.
     complex_names: names whose optax version supports complex params.
     extra_args_names: names whose update needs ``value``/``grad``/``value_fn``.
     tolerances: optional ``{name: {dtype_name: rtol}}`` overrides; each must be
@@ -295,11 +300,13 @@ def alias_suite(
   import pytest
   from absl.testing import parameterized
 
+  reference_module = reference_module or optax
   tolerances = tolerances or {}
   ids = [_row_id(n, kw) for n, kw in rows]
 
   def both(name, kwargs):
-    return getattr(ours_module, name)(**kwargs), getattr(optax, name)(**kwargs)
+    return (getattr(ours_module, name)(**kwargs),
+            getattr(reference_module, name)(**kwargs))
 
   def rtol_for(name, dtype):
     return tolerances.get(name, {}).get(jnp.dtype(dtype).name)
