@@ -1,0 +1,172 @@
+"""Update-step time of our optimizers against Optax's, measured alternately.
+
+For each optimizer and each tree, the jitted step
+``(params, state) -> apply_updates(params, update(grads, state, params))`` with
+params and state donated is compiled for both libraries; then ``--rounds``
+rounds alternate ``--calls`` calls of ours with ``--calls`` calls of Optax's.
+The table reports the median per-call time of each and their ratio
+(ours / Optax: below 1 is faster). Results go to
+``runs/benchmarks/optim_update/<timestamp>/results.json``.
+
+Usage: ./launch.sh bench optim_update [--optimizers=adam,sgd] [--trees=resnet20]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax  # The reference implementation (benchmarks may import it).
+from absl import app
+from absl import flags
+
+from experiments import common
+from research import optim
+
+_OPTIMIZERS = flags.DEFINE_string('optimizers', 'all', 'Comma-separated names or "all".')
+_TREES = flags.DEFINE_string('trees', 'all', 'Comma-separated tree names or "all".')
+_ROUNDS = flags.DEFINE_integer('rounds', 15, 'Alternating rounds per row.')
+_CALLS = flags.DEFINE_integer('calls', 10, 'Calls per timing in a round.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
+
+LR = 1e-3
+# name -> kwargs, the same for both libraries.
+OPTIMIZERS = {
+    'sgd': dict(learning_rate=LR),
+    'sgd_momentum': dict(learning_rate=LR, momentum=0.9),
+    'adagrad': dict(learning_rate=LR),
+    'rmsprop': dict(learning_rate=LR),
+    'adadelta': dict(learning_rate=LR),
+    'adam': dict(learning_rate=LR),
+    'adamw': dict(learning_rate=LR),
+    'nadam': dict(learning_rate=LR),
+    'nadamw': dict(learning_rate=LR),
+    'adamax': dict(learning_rate=LR),
+    'adamaxw': dict(learning_rate=LR),
+    'amsgrad': dict(learning_rate=LR),
+    'adabelief': dict(learning_rate=LR),
+    'adafactor': dict(learning_rate=LR),
+    'adan': dict(learning_rate=LR),
+    'lamb': dict(learning_rate=LR),
+    'lars': dict(learning_rate=LR),
+    'lion': dict(learning_rate=LR),
+    'novograd': dict(learning_rate=LR),
+    'radam': dict(learning_rate=LR),
+    'yogi': dict(learning_rate=LR),
+    'sm3': dict(learning_rate=LR),
+    'fromage': dict(learning_rate=LR),
+    'noisy_sgd': dict(learning_rate=LR),
+    'sign_sgd': dict(learning_rate=LR),
+    'signum': dict(learning_rate=LR),
+    'rprop': dict(learning_rate=LR),
+    'polyak_sgd': dict(),
+    'optimistic_gradient_descent': dict(learning_rate=LR),
+    'optimistic_adam_v2': dict(learning_rate=LR),
+    'lbfgs': dict(learning_rate=LR, linesearch=None),
+}
+NEEDS_VALUE = {'polyak_sgd'}
+
+
+def _factory(module, label):
+  return getattr(module, 'sgd' if label == 'sgd_momentum' else label)
+
+
+def resnet20_shapes():
+  """The leaf shapes of a CIFAR ResNet-20 (0.27M parameters)."""
+  shapes = [(3, 3, 3, 16), (16,), (16,)]
+  c_in = 16
+  for c in (16, 32, 64):
+    for _ in range(3):
+      shapes += [(3, 3, c_in, c), (c,), (c,), (3, 3, c, c), (c,), (c,)]
+      c_in = c
+  return shapes + [(64, 10), (10,)]
+
+
+TREES = {
+    'one_10M': lambda: [(10_000_000,)],
+    'resnet20': resnet20_shapes,
+    '1000x1000': lambda: [(1000,)] * 1000,
+}
+
+
+def make_tree(shapes, seed):
+  rng = np.random.default_rng(seed)
+  return {f'p{i:04d}': jnp.asarray(rng.normal(size=s), jnp.float32)
+          for i, s in enumerate(shapes)}
+
+
+def make_step(opt, needs_value):
+  def step(params, state, grads):
+    extra = dict(value=jnp.asarray(1.0)) if needs_value else {}
+    updates, state = opt.update(grads, state, params, **extra)
+    return jax.tree.map(lambda p, u: p + u, params, updates), state
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+class Runner:
+  """Holds one library's compiled step and its (donated) buffers."""
+
+  def __init__(self, opt, shapes, needs_value):
+    self.grads = make_tree(shapes, 1)
+    self.params = make_tree(shapes, 0)
+    self.state = opt.init(self.params)
+    self.step = make_step(opt, needs_value)
+    self.call(1)  # Compile and warm up.
+
+  def call(self, n):
+    for _ in range(n):
+      self.params, self.state = self.step(self.params, self.state, self.grads)
+    jax.block_until_ready((self.params, self.state))
+
+  def time(self, n):
+    start = time.perf_counter()
+    self.call(n)
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def measure(label, tree, rounds, calls):
+  kwargs = OPTIMIZERS[label]
+  shapes = TREES[tree]()
+  needs_value = label in NEEDS_VALUE
+  ours = Runner(_factory(optim, label)(**kwargs), shapes, needs_value)
+  ref = Runner(_factory(optax, label)(**kwargs), shapes, needs_value)
+  ours_ms, ref_ms = [], []
+  for r in range(rounds):
+    # Alternate which goes first, so neither always follows the other.
+    pair = ((ours, ours_ms), (ref, ref_ms)) if r % 2 == 0 else ((ref, ref_ms), (ours, ours_ms))
+    for runner, times in pair:
+      times.append(runner.time(calls))
+  o, f = statistics.median(ours_ms), statistics.median(ref_ms)
+  return dict(optimizer=label, tree=tree, ours_ms=o, reference_ms=f, ratio=o / f)
+
+
+def main(argv):
+  del argv
+  labels = list(OPTIMIZERS) if _OPTIMIZERS.value == 'all' else common.split_names(_OPTIMIZERS.value)
+  trees = list(TREES) if _TREES.value == 'all' else common.split_names(_TREES.value)
+  common.require_choices('optimizers', labels, OPTIMIZERS)
+  common.require_choices('trees', trees, TREES)
+  workdir = _WORKDIR.value or common.new_workdir(
+      'optim_update', root=f'{common.REPO_ROOT}/runs/benchmarks')
+  rows = []
+  header = f'{"optimizer":<28} {"tree":<10} {"ours ms":>9} {"optax ms":>9} {"ratio":>6}'
+  print(header, flush=True)
+  for label in labels:
+    for tree in trees:
+      row = measure(label, tree, _ROUNDS.value, _CALLS.value)
+      rows.append(row)
+      print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} '
+            f'{row["reference_ms"]:>9.3f} {row["ratio"]:>6.3f}', flush=True)
+      common.write_json(f'{workdir}/results.json', rows)
+  ratios = [r['ratio'] for r in rows]
+  print(f'\nrows: {len(rows)}; median ratio {statistics.median(ratios):.3f}; '
+        f'max ratio {max(ratios):.3f}; rows above 1.00: '
+        f'{sum(r > 1.0 for r in ratios)}')
+  print(f'results: {workdir}/results.json')
+
+
+if __name__ == '__main__':
+  app.run(main)
