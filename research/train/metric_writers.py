@@ -1,0 +1,77 @@
+"""Where metrics go: ``metrics.jsonl``, TensorBoard events and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+
+
+def _scalars(metrics: dict, prefix: str = '') -> dict:
+  """Flattens nested dicts of scalars into ``{'a/b': float}``."""
+  out = {}
+  for k, v in metrics.items():
+    name = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(_scalars(v, name + '/'))
+    else:
+      out[name] = float(np.asarray(v))
+  return out
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step and mirrors it to TensorBoard."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int = 0):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    if resume_step is not None and os.path.exists(self.path):
+      self._drop_after(resume_step)
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def _drop_after(self, step: int) -> None:
+    # A resumed run repeats the steps after its checkpoint and logs them
+    # again, identically; keep one copy of each.
+    with open(self.path) as f:
+      lines = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(lines)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: dict, prefix: str = '') -> dict:
+    scalars = _scalars(metrics, prefix)
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(dict(step=int(step), **scalars), sort_keys=True) + '\n')
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, v, int(step))
+    return scalars
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def progress_bar(total: int, initial: int = 0, enabled: bool = True):
+  """A tqdm bar on stderr; off when disabled or when stderr is not a terminal."""
+  from tqdm import tqdm
+  disable = not enabled or not sys.stderr.isatty()
+  return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True,
+              unit='step')
+
+
+def read_metrics(workdir: str, prefix: Optional[str] = None) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(l) for l in f if l.strip()]
+  if prefix:
+    rows = [r for r in rows if any(k.startswith(prefix) for k in r if k != 'step')]
+  return rows

@@ -1,0 +1,163 @@
+"""How a step runs on the devices: ``none``, ``sharded`` or ``pmap``.
+
+- ``none``: ``jax.jit`` on the default device, the state donated.
+- ``sharded``: ``jax.jit`` over a ``jax.make_mesh`` data axis; batches are
+  split across devices with ``NamedSharding``, the state is replicated, and
+  BatchNorm sees the global batch (jit's global semantics).
+- ``pmap``: the per-device program with ``axis_name='batch'``; the step
+  averages gradients, metrics and BatchNorm statistics with ``lax.pmean``.
+
+The same global batch gives the same result in all three, up to float
+reassociation. With several processes every strategy spans all devices of all
+processes; each process passes only its own part of each batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from research.train import steps
+
+AXIS = 'batch'
+STRATEGIES = ('none', 'sharded', 'pmap')
+
+
+def _stack_step(step_fn: Callable) -> Callable:
+  """``k`` steps in one call: ``lax.scan`` over batches stacked on axis 0."""
+
+  def multi(state, batches):
+    return jax.lax.scan(step_fn, state, batches)
+
+  return multi
+
+
+def check_batch_size(parallel: str, batch_size: int) -> None:
+  if parallel not in STRATEGIES:
+    raise ValueError(f'parallel={parallel!r} is unknown; allowed: {", ".join(STRATEGIES)}.')
+  n = jax.device_count() if parallel != 'none' else 1
+  if batch_size % n:
+    raise ValueError(
+        f'batch_size={batch_size} is not divisible by the {n} devices of '
+        f'parallel={parallel!r}; use a multiple of {n}.')
+
+
+class Strategy:
+  """Places state and batches and runs compiled steps for one strategy.
+
+  Subclasses compile ``_train``, ``_train_many`` and ``_eval`` and define
+  place_state, get_state and place_batch.
+  """
+
+  def host(self, tree):
+    """Device values -> NumPy, for logging and checkpoints."""
+    return jax.device_get(tree)
+
+  def train(self, state, batch):
+    return self._train(state, batch)
+
+  def train_many(self, state, batches):
+    return self._train_many(state, batches)
+
+  def evaluate(self, state, batch):
+    return self._eval(state, batch)
+
+
+class Single(Strategy):
+  """parallel='none'."""
+
+  def __init__(self, train_step, eval_step):
+    self._train = jax.jit(train_step, donate_argnums=0)
+    self._train_many = jax.jit(_stack_step(train_step), donate_argnums=0)
+    self._eval = jax.jit(eval_step)
+
+  def place_state(self, state):
+    return jax.device_put(state)
+
+  def get_state(self, state):
+    return state
+
+  def place_batch(self, batch, stacked=False):
+    del stacked
+    return jax.device_put(batch)
+
+
+class Sharded(Strategy):
+
+  def __init__(self, train_step, eval_step):
+    self.mesh = jax.make_mesh((jax.device_count(),), ('data',))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.data = NamedSharding(self.mesh, P('data'))
+    self.stacked_data = NamedSharding(self.mesh, P(None, 'data'))
+    rep = self.replicated
+    self._train = jax.jit(train_step, donate_argnums=0, out_shardings=rep)
+    self._train_many = jax.jit(_stack_step(train_step), donate_argnums=0,
+                               out_shardings=rep)
+    self._eval = jax.jit(eval_step, out_shardings=rep)
+
+  def place_state(self, state):
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)),
+        state)
+
+  def get_state(self, state):
+    return state
+
+  def place_batch(self, batch, stacked=False):
+    sharding = self.stacked_data if stacked else self.data
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+  def host(self, tree):
+    if jax.process_count() > 1:  # replicated: every process holds a full copy
+      return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+    return jax.device_get(tree)
+
+
+class PMap(Strategy):
+
+  def __init__(self, train_step, eval_step):
+    self.devices = jax.local_devices()
+    self._train = jax.pmap(train_step, axis_name=AXIS, donate_argnums=0)
+    self._train_many = jax.pmap(_stack_step(train_step), axis_name=AXIS,
+                                donate_argnums=0)
+    self._eval = jax.pmap(eval_step, axis_name=AXIS)
+
+  def place_state(self, state):
+    n = len(self.devices)
+    stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), state)
+    return jax.pmap(lambda x: x, devices=self.devices)(stacked)
+
+  def get_state(self, state):
+    return jax.tree.map(lambda x: x[0], state)
+
+  def _split(self, x, stacked):
+    n = len(self.devices)
+    x = np.asarray(x)
+    if stacked:  # (k, b, ...) -> (devices, k, b / devices, ...)
+      k, b = x.shape[:2]
+      return np.swapaxes(x.reshape((k, n, b // n) + x.shape[2:]), 0, 1)
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+
+  def place_batch(self, batch, stacked=False):
+    return jax.tree.map(lambda x: self._split(x, stacked), batch)
+
+  def host(self, tree):
+    return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+
+def make_strategy(parallel: str, loss: str = 'cross_entropy', l1: float = 0.0,
+                  l2: float = 0.0, grad_norms: bool = False):
+  """The strategy with its compiled train and eval steps."""
+  if parallel not in STRATEGIES:
+    raise ValueError(f'parallel={parallel!r} is unknown; allowed: {", ".join(STRATEGIES)}.')
+  axis = AXIS if parallel == 'pmap' else None
+  train_step = steps.make_train_step(loss, l1, l2, axis_name=axis, grad_norms=grad_norms)
+  eval_step = steps.make_eval_step(loss, axis_name=axis)
+  cls = dict(none=Single, sharded=Sharded, pmap=PMap)[parallel]
+  return cls(train_step, eval_step)

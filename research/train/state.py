@@ -1,0 +1,50 @@
+"""The train state: everything a step reads and writes, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Params, BatchNorm statistics, optimizer state, step and PRNG key.
+
+  ``rng`` is a raw ``uint32[2]`` key (``jax.random.key_data``) so that the state
+  checkpoints as plain arrays; :meth:`step_key` turns it into a typed key.
+  ``apply_fn`` and ``tx`` are static: they are not saved and not traced.
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+  tx: Any = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, *, apply_fn, variables, tx, rng) -> 'TrainState':
+    params = variables['params']
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng,
+        apply_fn=apply_fn,
+        tx=tx,
+    )
+
+  def step_key(self, purpose: int = 0) -> jax.Array:
+    """A key for this step: the run's key folded with the step and a purpose."""
+    key = jax.random.wrap_key_data(self.rng)
+    return jax.random.fold_in(jax.random.fold_in(key, self.step), purpose)
+
+  @property
+  def variables(self) -> dict:
+    if self.batch_stats:
+      return {'params': self.params, 'batch_stats': self.batch_stats}
+    return {'params': self.params}

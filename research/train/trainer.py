@@ -1,0 +1,325 @@
+"""The Trainer: one loop for one CPU, many devices or many hosts.
+
+    trainer = Trainer(config.train, workdir)
+    result = trainer.fit(state, train_batches, eval_sets={'validation': arrays})
+
+What it does around the pure steps (research/train/steps.py):
+- runs them with the chosen strategy (``parallel='none'|'sharded'|'pmap'``),
+  ``steps_per_dispatch`` steps per call under ``lax.scan``;
+- pulls metrics to the host only every ``log_every`` steps and writes them to
+  ``metrics.jsonl``, TensorBoard and a progress bar;
+- evaluates every ``eval_every`` steps and calls the hooks (early stopping,
+  performance scheduling, ...) with the results;
+- keeps every snapshot asked for (``snapshot_steps``);
+- skips steps whose loss or gradients are not finite and stops, with a clear
+  message, after ``max_nonfinite_in_row`` of them; the last good checkpoint
+  stays;
+- checkpoints every ``checkpoint_every`` steps and at the end (the last
+  ``keep_checkpoints`` kept) and resumes from the latest one, so that an
+  interrupted run ends bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from research.train import checkpoints as ckpt_lib
+from research.train import inputs
+from research.train import metric_writers
+from research.train import parallel as parallel_lib
+from research.train import steps as steps_lib
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every Trainer field with its default; studies override what they need."""
+  return ml_collections.ConfigDict(dict(
+      parallel='none',          # 'none' | 'sharded' | 'pmap'
+      num_steps=1000,
+      batch_size=100,           # global batch, over all devices and hosts
+      eval_batch_size=1000,
+      seed=0,
+      loss='cross_entropy',     # 'cross_entropy' | 'mse'
+      l1=0.0,
+      l2=0.0,
+      steps_per_dispatch=1,     # k steps per call under lax.scan
+      log_every=100,
+      log_grad_norms=False,     # per-layer gradient norms in the metrics
+      eval_every=0,             # 0: evaluate only at the end
+      checkpoint_every=0,       # 0: checkpoint only at the end
+      keep_checkpoints=3,
+      checkpoints=True,
+      snapshot_steps=(),        # steps after which params are kept (1-based)
+      max_nonfinite_in_row=10,
+      resume='auto',            # 'auto' | 'force' | 'never'
+      progress=True,
+      tensorboard=True,
+  ))
+
+
+def validate_config(c) -> None:
+  """Raises ValueError naming the field; called before any work starts."""
+  def need(ok, field, allowed):
+    if not ok:
+      raise ValueError(f'config.train.{field}={c[field]!r} is invalid; allowed: {allowed}.')
+  need(c.parallel in parallel_lib.STRATEGIES, 'parallel', ', '.join(parallel_lib.STRATEGIES))
+  need(c.num_steps >= 1, 'num_steps', '>= 1')
+  need(c.batch_size >= 1, 'batch_size', '>= 1')
+  need(c.eval_batch_size >= 1, 'eval_batch_size', '>= 1')
+  need(c.loss in ('cross_entropy', 'mse'), 'loss', "'cross_entropy' or 'mse'")
+  need(c.l1 >= 0, 'l1', '>= 0')
+  need(c.l2 >= 0, 'l2', '>= 0')
+  need(c.steps_per_dispatch >= 1, 'steps_per_dispatch', '>= 1')
+  need(c.log_every >= 1, 'log_every', '>= 1')
+  need(c.eval_every >= 0, 'eval_every', '>= 0')
+  need(c.checkpoint_every >= 0, 'checkpoint_every', '>= 0')
+  need(c.keep_checkpoints >= 1, 'keep_checkpoints', '>= 1')
+  need(c.max_nonfinite_in_row >= 1, 'max_nonfinite_in_row', '>= 1')
+  need(c.resume in ('auto', 'force', 'never'), 'resume', "'auto', 'force' or 'never'")
+  need(all(1 <= s <= c.num_steps for s in c.snapshot_steps), 'snapshot_steps',
+       f'steps in [1, num_steps={c.num_steps}]')
+  parallel_lib.check_batch_size(c.parallel, c.batch_size)
+  if c.parallel != 'none':
+    parallel_lib.check_batch_size(c.parallel, c.eval_batch_size)
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: Any                      # the final TrainState (host copy)
+  history: list                   # logged train metrics, one dict per log step
+  evals: list                     # one dict per evaluation: {'step', name: metrics}
+  snapshots: list                 # [(step, {'params', 'batch_stats'})]
+  stopped_early: bool = False
+  nonfinite_steps: int = 0
+  wall_time: float = 0.0
+  compile_time: float = 0.0
+
+
+# A hook is called after each evaluation with (trainer, state, evals) and may
+# return a replacement state (e.g. a new learning rate) or None. Setting
+# ``trainer.should_stop = True`` ends the run after this step.
+Hook = Callable[['Trainer', Any, dict], Optional[Any]]
+
+
+def _check_finite_inputs(batch: dict) -> None:
+  for k, v in batch.items():
+    v = np.asarray(v)
+    if v.dtype.kind == 'f' and not np.all(np.isfinite(v)):
+      raise ValueError(
+          f'input data: field {k!r} of the first training batch holds NaN or '
+          'Inf; clean the data set before training.')
+
+
+def _config_for_comparison(config_json: dict) -> dict:
+  cfg = dict(config_json.get('config', config_json))
+  cfg.pop('resume', None)
+  if isinstance(cfg.get('train'), dict):
+    cfg['train'] = {k: v for k, v in cfg['train'].items() if k != 'resume'}
+  return cfg
+
+
+def check_resume(workdir: str, run_config: Optional[dict], resume: str) -> None:
+  """Refuses to resume a run directory that holds a run of another config."""
+  path = os.path.join(workdir, 'config.json')
+  if run_config is None or not os.path.exists(path) or resume == 'force':
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  if _config_for_comparison(saved) != _config_for_comparison(dict(config=run_config)):
+    raise ValueError(
+        f'{workdir} holds a run with a different config (see its config.json); '
+        'use a new workdir, or --config.train.resume=force to resume it anyway.')
+
+
+class Trainer:
+  """Runs training for a TrainState under one parallel strategy."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: Optional[str] = None,
+               hooks: Sequence[Hook] = (), run_config: Optional[dict] = None):
+    validate_config(config)
+    self.config = config
+    self.workdir = workdir
+    self.hooks = list(hooks)
+    self.run_config = run_config
+    self.should_stop = False
+    self.strategy = parallel_lib.make_strategy(
+        config.parallel, config.loss, config.l1, config.l2, config.log_grad_norms)
+
+  # --- evaluation ---------------------------------------------------------
+
+  def evaluate(self, state, arrays: dict) -> dict:
+    """Loss and accuracy over every example of ``arrays`` exactly once."""
+    totals = None
+    for batch in inputs.eval_batches(arrays, self.config.eval_batch_size):
+      sums = self.strategy.evaluate(state, self.strategy.place_batch(batch))
+      totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    return steps_lib.summarize_eval(self.strategy.host(totals))
+
+  # --- the loop -------------------------------------------------------------
+
+  def _batches(self, data: inputs.TrainBatches, step: int) -> Iterator[dict]:
+    epoch, start = divmod(step, data.steps_per_epoch)
+    while True:
+      yield from data.batches(epoch, start)
+      epoch, start = epoch + 1, 0
+
+  def _next_event(self, step: int) -> int:
+    c = self.config
+    events = [c.num_steps]
+    for every in (c.log_every, c.eval_every, c.checkpoint_every):
+      if every:
+        events.append((step // every + 1) * every)
+    events += [s for s in c.snapshot_steps if s > step]
+    return min(events)
+
+  def _host_state(self, state):
+    return self.strategy.host(self.strategy.get_state(state))
+
+  def fit(self, state, data: inputs.TrainBatches, eval_sets: Optional[dict] = None,
+          ) -> FitResult:
+    c = self.config
+    eval_sets = eval_sets or {}
+    if data.global_batch_size != c.batch_size:
+      raise ValueError(
+          f'config.train.batch_size={c.batch_size} but the data yields global '
+          f'batches of {data.global_batch_size}.')
+    start_time = time.perf_counter()
+    checkpoints = None
+    meta = dict(nonfinite_steps=0, nonfinite_in_row=0, snapshot_steps=[])
+    if self.workdir and c.checkpoints:
+      check_resume(self.workdir, self.run_config, c.resume)
+      checkpoints = ckpt_lib.Checkpoints(
+          os.path.join(self.workdir, 'checkpoints'), c.keep_checkpoints)
+      latest = checkpoints.latest_step() if c.resume != 'never' else None
+      if latest is not None:
+        restored, meta = checkpoints.restore(latest, ckpt_lib.state_tree(state))
+        state = state.replace(**restored)
+    step = int(state.step)
+    writer = None
+    if self.workdir:
+      writer = metric_writers.MetricWriter(self.workdir, c.tensorboard, resume_step=step)
+    snapshots = [(s, ckpt_lib.load_params(self._snapshot_dir(s)))
+                 for s in meta.get('snapshot_steps', [])]
+
+    batches = self._batches(data, step)
+    first = next(batches)
+    _check_finite_inputs(first)
+    batches = _chain_first(first, batches)
+
+    state = self.strategy.place_state(state)
+    history, evals, pending = [], [], []
+    bar = metric_writers.progress_bar(c.num_steps, step, c.progress)
+    compile_time, last_log = 0.0, (time.perf_counter(), step)
+    try:
+      while step < c.num_steps and not self.should_stop:
+        k = min(c.steps_per_dispatch, self._next_event(step) - step)
+        t0 = time.perf_counter()
+        if k == 1:
+          state, metrics = self.strategy.train(state, self.strategy.place_batch(next(batches)))
+        else:
+          group = [next(batches) for _ in range(k)]
+          stacked = jax.tree.map(lambda *xs: np.stack(xs), *group)
+          state, metrics = self.strategy.train_many(
+              state, self.strategy.place_batch(stacked, stacked=True))
+        if not compile_time:
+          jax.block_until_ready(metrics)
+          compile_time = time.perf_counter() - t0
+        pending.append((step, k, metrics))
+        step += k
+
+        if step % c.log_every == 0 or step == c.num_steps:
+          row = self._flush(pending, meta, step, last_log, writer, bar)
+          history.append(row)
+          pending, last_log = [], (time.perf_counter(), step)
+        if step in c.snapshot_steps:
+          snapshots.append((step, self._save_snapshot(state, step, meta)))
+        if (c.eval_every and step % c.eval_every == 0) or step == c.num_steps:
+          if eval_sets:
+            state = self._evaluate_and_hook(state, step, eval_sets, evals, writer)
+        if checkpoints and ((c.checkpoint_every and step % c.checkpoint_every == 0)
+                            or step == c.num_steps or self.should_stop):
+          if pending:  # counters in meta must be current before saving
+            history.append(self._flush(pending, meta, step, last_log, writer, bar))
+            pending = []
+          checkpoints.save(step, ckpt_lib.state_tree(self._host_state(state)), meta)
+    finally:
+      bar.close()
+      if writer:
+        writer.close()
+      if checkpoints:
+        checkpoints.close()
+    return FitResult(
+        state=self._host_state(state), history=history, evals=evals,
+        snapshots=snapshots, stopped_early=self.should_stop,
+        nonfinite_steps=meta['nonfinite_steps'],
+        wall_time=time.perf_counter() - start_time, compile_time=compile_time)
+
+  def _flush(self, pending, meta, step, last_log, writer, bar) -> dict:
+    """Pulls the pending metrics to the host (the only sync in the loop)."""
+    host = self.strategy.host([m for _, _, m in pending])
+    per_step = []
+    for (_, k, _), m in zip(pending, host):
+      if k == 1:
+        per_step.append(m)
+      else:
+        per_step.extend(jax.tree.map(lambda x, i=i: x[i], m) for i in range(k))
+    for m in per_step:
+      bad = bool(m['nonfinite'] > 0)
+      meta['nonfinite_steps'] += int(bad)
+      meta['nonfinite_in_row'] = meta['nonfinite_in_row'] + 1 if bad else 0
+      if meta['nonfinite_in_row'] >= self.config.max_nonfinite_in_row:
+        raise NonFiniteError(
+            f'{meta["nonfinite_in_row"]} steps in a row had a non-finite loss or '
+            f'gradient (up to step {step}); they were skipped and training '
+            'stopped. The last good checkpoint is kept. Lower the learning rate '
+            'or add gradient clipping.')
+    last = per_step[-1]
+    elapsed = time.perf_counter() - last_log[0]
+    row = dict(last)
+    row['steps_per_second'] = (step - last_log[1]) / max(elapsed, 1e-9)
+    row['nonfinite_steps'] = meta['nonfinite_steps']
+    if writer:
+      writer.write(step, row, prefix='train/')
+    bar.update(step - bar.n)
+    bar.set_postfix({k: f'{float(v):.4g}' for k, v in row.items()
+                     if k in ('loss', 'accuracy', 'learning_rate', 'steps_per_second')})
+    return dict(step=step, **row)
+
+  def _evaluate_and_hook(self, state, step, eval_sets, evals, writer):
+    results = {name: self.evaluate(state, arrays) for name, arrays in eval_sets.items()}
+    evals.append(dict(step=step, **results))
+    if writer:
+      for name, metrics in results.items():
+        writer.write(step, metrics, prefix=f'eval/{name}/')
+    for hook in self.hooks:
+      new_state = hook(self, state, results)
+      if new_state is not None:
+        state = new_state
+    return state
+
+  def _snapshot_dir(self, step: int) -> str:
+    return os.path.join(self.workdir, 'snapshots', f'step_{step:08d}')
+
+  def _save_snapshot(self, state, step, meta) -> dict:
+    host = self._host_state(state)
+    snap = dict(params=host.params, batch_stats=host.batch_stats)
+    if self.workdir:
+      ckpt_lib.save_params(self._snapshot_dir(step), snap)
+      meta['snapshot_steps'] = sorted(set(meta['snapshot_steps']) | {step})
+    return snap
+
+
+def _chain_first(first, rest):
+  yield first
+  yield from rest

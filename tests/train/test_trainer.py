@@ -1,0 +1,176 @@
+"""The Trainer: fit, evaluation, snapshots, guards, checkpoints and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from research import optim
+from research.train import inputs
+from research.train import state as state_lib
+from research.train import trainer as trainer_lib
+from tests.train.models import TinyMLP
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _data(n=96, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, 5)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
+  return dict(x=x, y=y)
+
+
+def _state(tx=None, batch_norm=True):
+  model = TinyMLP(batch_norm=batch_norm)
+  data = _data()
+  variables = model.init(jax.random.key(0), data['x'][:2], train=False)
+  return state_lib.TrainState.create(
+      apply_fn=model.apply, variables=variables,
+      tx=tx or optim.sgd(0.1, momentum=0.9), rng=jax.random.key(1))
+
+
+def _config(**kw):
+  c = trainer_lib.default_config()
+  c.update(dict(num_steps=30, batch_size=16, eval_batch_size=32, log_every=5,
+                progress=False, tensorboard=False))
+  c.update(kw)
+  return c
+
+
+def test_fit_learns_and_logs(tmp_path):
+  data = _data()
+  result = trainer_lib.Trainer(_config(eval_every=10, tensorboard=True), str(tmp_path)).fit(
+      _state(), inputs.ArrayBatches(data, 16), eval_sets=dict(train=data))
+  assert int(result.state.step) == 30
+  assert [e['step'] for e in result.evals] == [10, 20, 30]
+  assert result.evals[-1]['train']['accuracy'] > 0.8
+  assert result.evals[-1]['train']['count'] == 96
+  assert result.history[-1]['loss'] < result.history[0]['loss']
+  lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert [l['step'] for l in lines if 'train/loss' in l] == [5, 10, 15, 20, 25, 30]
+  assert any('train/accuracy' in l for l in lines)
+  assert os.listdir(tmp_path / 'tensorboard')
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['30']
+
+
+def test_snapshots_are_taken_exactly_at_the_requested_steps(tmp_path):
+  data = _data()
+  result = trainer_lib.Trainer(_config(snapshot_steps=(7, 19, 30), log_every=4),
+                               str(tmp_path)).fit(_state(), inputs.ArrayBatches(data, 16))
+  assert [s for s, _ in result.snapshots] == [7, 19, 30]
+  # The last snapshot is the final state; the first is not.
+  final = jax.tree.leaves(result.state.params)
+  np.testing.assert_array_equal(jax.tree.leaves(result.snapshots[-1][1]['params'])[0], final[0])
+  assert not np.array_equal(jax.tree.leaves(result.snapshots[0][1]['params'])[0], final[0])
+  assert sorted(os.listdir(tmp_path / 'snapshots')) == [
+      'step_00000007', 'step_00000019', 'step_00000030']
+
+
+def test_steps_per_dispatch_gives_the_same_run():
+  data = _data()
+  a = trainer_lib.Trainer(_config()).fit(_state(), inputs.ArrayBatches(data, 16))
+  b = trainer_lib.Trainer(_config(steps_per_dispatch=4)).fit(_state(), inputs.ArrayBatches(data, 16))
+  for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
+  data = _data()
+  # A huge learning rate blows the loss up within a few steps.
+  config = _config(num_steps=200, max_nonfinite_in_row=3, log_every=1, checkpoint_every=2)
+  with pytest.raises(trainer_lib.NonFiniteError, match='3 steps in a row'):
+    trainer_lib.Trainer(config, str(tmp_path)).fit(
+        _state(optim.sgd(1e12), batch_norm=False), inputs.ArrayBatches(data, 16))
+  # The last good checkpoint is still there and restores finite params.
+  steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
+  assert steps
+  from research.train import checkpoints
+  ck = checkpoints.Checkpoints(str(tmp_path / 'checkpoints'))
+  restored, _ = ck.restore(steps[-1], checkpoints.state_tree(_state(optim.sgd(1e12), False)))
+  assert all(np.all(np.isfinite(l)) for l in jax.tree.leaves(restored['params']))
+
+
+def test_nan_in_input_data_fails_before_the_first_step():
+  data = _data()
+  data['x'][5, 2] = np.nan
+  with pytest.raises(ValueError, match="field 'x' holds 1 NaN or Inf"):
+    inputs.ArrayBatches(data, 16)  # in-memory data is checked whole
+
+  class Unchecked(inputs.ArrayBatches):  # e.g. a streaming source
+    def __init__(self, arrays, batch_size):
+      clean = {k: np.nan_to_num(v) for k, v in arrays.items()}
+      super().__init__(clean, batch_size)
+      self.arrays = arrays
+
+  with pytest.raises(ValueError, match="field 'x' of the first training batch holds NaN"):
+    trainer_lib.Trainer(_config(batch_size=96)).fit(_state(), Unchecked(data, 96))
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('parallel', 'spmd', 'parallel'),
+    ('num_steps', 0, 'num_steps'),
+    ('steps_per_dispatch', 0, 'steps_per_dispatch'),
+    ('resume', 'maybe', 'resume'),
+    ('snapshot_steps', (0, 5), 'snapshot_steps'),
+    ('batch_size', 10, 'not divisible by the 4 devices'),
+])
+def test_bad_config_fails_before_training(field, value, match):
+  kw = {field: value}
+  if field == 'batch_size':
+    kw['parallel'] = 'sharded'
+  with pytest.raises(ValueError, match=match):
+    trainer_lib.Trainer(_config(**kw))
+
+
+def test_refuses_to_resume_a_run_with_another_config(tmp_path):
+  data = _data()
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(dict(config=dict(lr=0.1)), f)
+  before = sorted(os.listdir(tmp_path))
+  with pytest.raises(ValueError, match='different config'):
+    trainer_lib.Trainer(_config(), str(tmp_path), run_config=dict(lr=0.2)).fit(
+        _state(), inputs.ArrayBatches(data, 16))
+  assert sorted(os.listdir(tmp_path)) == before  # nothing written or deleted
+  trainer_lib.Trainer(_config(resume='force', num_steps=2), str(tmp_path),
+                      run_config=dict(lr=0.2)).fit(_state(), inputs.ArrayBatches(data, 16))
+
+
+def _run_tiny(workdir, env_extra, **popen):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', **env_extra)
+  return subprocess.Popen([sys.executable, '-m', 'tests.train.run_tiny', workdir],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _final(proc, timeout=240):
+  out, err = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, err[-3000:]
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
+  reference = _final(_run_tiny(str(tmp_path / 'ref'), {}))
+  workdir = str(tmp_path / 'crash')
+  proc = _run_tiny(workdir, dict(TINY_DELAY='0.15'))
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 200
+  while time.time() < deadline:
+    done = [d for d in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []) if d.isdigit()]
+    if done and max(map(int, done)) >= 20:
+      break
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert 20 <= killed_at < 60
+  resumed = _final(_run_tiny(workdir, {}))
+  assert resumed['step'] == 60
+  assert resumed['params'] == reference['params']  # bit-identical
