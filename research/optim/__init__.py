@@ -48,4 +48,5 @@ from research.optim.sm3 import *  # noqa: F401,F403
 from research.optim.lbfgs import *  # noqa: F401,F403
 from research.optim.schedules import *  # noqa: F401,F403
 from research.optim.inject import *  # noqa: F401,F403
+from research.optim.plateau import *  # noqa: F401,F403
 from research.optim.alias import *  # noqa: F401,F403

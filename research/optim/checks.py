@@ -23,8 +23,8 @@ def is_concrete_number(x: Any) -> bool:
 
 
 def _interval(low, high, low_inclusive, high_inclusive) -> str:
-  left = '[' if low_inclusive else '('
-  right = ']' if high_inclusive else ')'
+  left = '[' if low_inclusive and low is not None else '('
+  right = ']' if high_inclusive and high is not None else ')'
   low = '-inf' if low is None else low
   high = 'inf' if high is None else high
   return f'{left}{low}, {high}{right}'

@@ -51,7 +51,7 @@ class Strategy:
   """Places state and batches and runs compiled steps for one strategy.
 
   Subclasses compile ``_train``, ``_train_many`` and ``_eval`` and define
-  place_state, get_state and place_batch.
+  place_state and place_batch.
   """
 
   def host(self, tree):
@@ -79,9 +79,6 @@ class Single(Strategy):
   def place_state(self, state):
     return jax.device_put(state)
 
-  def get_state(self, state):
-    return state
-
   def place_batch(self, batch, stacked=False):
     del stacked
     return jax.device_put(batch)
@@ -105,9 +102,6 @@ class Sharded(Strategy):
         lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)),
         state)
 
-  def get_state(self, state):
-    return state
-
   def place_batch(self, batch, stacked=False):
     sharding = self.stacked_data if stacked else self.data
     return jax.tree.map(
@@ -115,7 +109,9 @@ class Sharded(Strategy):
 
   def host(self, tree):
     if jax.process_count() > 1:  # replicated: every process holds a full copy
-      return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+      return jax.tree.map(
+          lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array)
+          else np.asarray(x), tree)
     return jax.device_get(tree)
 
 
@@ -133,9 +129,6 @@ class PMap(Strategy):
     stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), state)
     return jax.pmap(lambda x: x, devices=self.devices)(stacked)
 
-  def get_state(self, state):
-    return jax.tree.map(lambda x: x[0], state)
-
   def _split(self, x, stacked):
     n = len(self.devices)
     x = np.asarray(x)
@@ -148,7 +141,12 @@ class PMap(Strategy):
     return jax.tree.map(lambda x: self._split(x, stacked), batch)
 
   def host(self, tree):
-    return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+    """The copy on the first local device (all copies are equal after pmean)."""
+    def first(x):
+      if isinstance(x, jax.Array):
+        return np.asarray(x.addressable_data(0)).reshape(x.shape[1:])
+      return np.asarray(x)[0]
+    return jax.tree.map(first, tree)
 
 
 def make_strategy(parallel: str, loss: str = 'cross_entropy', l1: float = 0.0,

@@ -1,7 +1,11 @@
 """The Trainer: one loop for one CPU, many devices or many hosts.
 
     trainer = Trainer(config.train, workdir)
-    result = trainer.fit(state, train_batches, eval_sets={'validation': arrays})
+    result = trainer.fit(state, train_loader, eval_sets={'validation': loader})
+
+``train_loader`` is a ``research.data.TrainLoader`` (global batches fixed by
+``(seed, epoch, step)``, each host reading its slice); evaluation sets are
+``research.data.EvalLoader``s or dicts of arrays ``{'x', 'y'}``.
 
 What it does around the pure steps (research/train/steps.py):
 - runs them with the chosen strategy (``parallel='none'|'sharded'|'pmap'``),
@@ -31,8 +35,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from research.data import pipeline
 from research.train import checkpoints as ckpt_lib
-from research.train import inputs
 from research.train import metric_writers
 from research.train import parallel as parallel_lib
 from research.train import steps as steps_lib
@@ -112,13 +116,21 @@ class FitResult:
 Hook = Callable[['Trainer', Any, dict], Optional[Any]]
 
 
-def _check_finite_inputs(batch: dict) -> None:
-  for k, v in batch.items():
+def _check_finite(arrays: dict, where: str) -> None:
+  for k, v in arrays.items():
     v = np.asarray(v)
     if v.dtype.kind == 'f' and not np.all(np.isfinite(v)):
       raise ValueError(
-          f'input data: field {k!r} of the first training batch holds NaN or '
-          'Inf; clean the data set before training.')
+          f'input data: field {k!r} of {where} holds '
+          f'{int(np.sum(~np.isfinite(v)))} NaN or Inf values; clean the data '
+          'set before training.')
+
+
+def _check_finite_source(source) -> None:
+  """In-memory sources are checked whole; others batch by batch (first one)."""
+  arrays = {k: getattr(source, k) for k in ('x', 'y') if hasattr(source, k)}
+  if arrays:
+    _check_finite(arrays, 'the training data')
 
 
 def _config_for_comparison(config_json: dict) -> dict:
@@ -158,20 +170,26 @@ class Trainer:
 
   # --- evaluation ---------------------------------------------------------
 
-  def evaluate(self, state, arrays: dict) -> dict:
+  def evaluate(self, state, arrays) -> dict:
     """Loss and accuracy over every example of ``arrays`` exactly once."""
+    loader = arrays
+    if isinstance(arrays, dict):
+      n = len(arrays['y'])
+      loader = pipeline.EvalLoader(pipeline.ArraySource(arrays['x'], arrays['y']),
+                                   min(self.config.eval_batch_size, n))
     totals = None
-    for batch in inputs.eval_batches(arrays, self.config.eval_batch_size):
-      sums = self.strategy.evaluate(state, self.strategy.place_batch(batch))
+    for batch in loader:
+      sums = self.strategy.host(self.strategy.evaluate(state, self.strategy.place_batch(batch)))
       totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-    return steps_lib.summarize_eval(self.strategy.host(totals))
+    return steps_lib.summarize_eval(totals)
 
   # --- the loop -------------------------------------------------------------
 
-  def _batches(self, data: inputs.TrainBatches, step: int) -> Iterator[dict]:
+  def _batches(self, data: pipeline.TrainLoader, step: int) -> Iterator[dict]:
+    # One batch per step, so the data position follows from the step alone.
     epoch, start = divmod(step, data.steps_per_epoch)
     while True:
-      yield from data.batches(epoch, start)
+      yield from data.epoch_batches(epoch, start)
       epoch, start = epoch + 1, 0
 
   def _next_event(self, step: int) -> int:
@@ -184,16 +202,17 @@ class Trainer:
     return min(events)
 
   def _host_state(self, state):
-    return self.strategy.host(self.strategy.get_state(state))
+    return self.strategy.host(state)
 
-  def fit(self, state, data: inputs.TrainBatches, eval_sets: Optional[dict] = None,
+  def fit(self, state, data: pipeline.TrainLoader, eval_sets: Optional[dict] = None,
           ) -> FitResult:
     c = self.config
     eval_sets = eval_sets or {}
-    if data.global_batch_size != c.batch_size:
+    if data.batch_size != c.batch_size:
       raise ValueError(
           f'config.train.batch_size={c.batch_size} but the data yields global '
-          f'batches of {data.global_batch_size}.')
+          f'batches of {data.batch_size}.')
+    _check_finite_source(data.source)
     start_time = time.perf_counter()
     checkpoints = None
     meta = dict(nonfinite_steps=0, nonfinite_in_row=0, snapshot_steps=[])
@@ -212,9 +231,9 @@ class Trainer:
     snapshots = [(s, ckpt_lib.load_params(self._snapshot_dir(s)))
                  for s in meta.get('snapshot_steps', [])]
 
-    batches = self._batches(data, step)
+    batches = pipeline.Prefetcher(self._batches(data, step), size=2)
     first = next(batches)
-    _check_finite_inputs(first)
+    _check_finite(first, 'the first training batch')
     batches = _chain_first(first, batches)
 
     state = self.strategy.place_state(state)
@@ -254,6 +273,7 @@ class Trainer:
             pending = []
           checkpoints.save(step, ckpt_lib.state_tree(self._host_state(state)), meta)
     finally:
+      batches.close()
       bar.close()
       if writer:
         writer.close()
@@ -320,6 +340,17 @@ class Trainer:
     return snap
 
 
-def _chain_first(first, rest):
-  yield first
-  yield from rest
+class _chain_first:
+  """``first`` then the rest of a closable iterator."""
+
+  def __init__(self, first, rest):
+    self._first, self._rest = [first], rest
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return self._first.pop() if self._first else next(self._rest)
+
+  def close(self):
+    self._rest.close()

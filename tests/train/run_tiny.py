@@ -27,7 +27,8 @@ def main():
         process_id=int(os.environ['TINY_PROCESS_ID']))
 
   from research import optim
-  from research.train import inputs
+  from research.data import pipeline
+  from research.data import pipeline
   from research.train import state as state_lib
   from research.train import trainer as trainer_lib
   from tests.train.models import TinyMLP
@@ -36,9 +37,9 @@ def main():
   x = rng.normal(size=(96, 5)).astype(np.float32)
   y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
 
-  class SlowBatches(inputs.ArrayBatches):
-    def batches(self, epoch, start=0):
-      for b in super().batches(epoch, start):
+  class SlowLoader(pipeline.TrainLoader):
+    def epoch_batches(self, epoch, start_step=0):
+      for b in super().epoch_batches(epoch, start_step):
         time.sleep(delay)
         yield b
 
@@ -53,7 +54,7 @@ def main():
       apply_fn=model.apply, variables=variables,
       tx=optim.sgd(0.05, momentum=0.9), rng=jax.random.key(1))
   trainer = trainer_lib.Trainer(config, workdir if workdir != '-' else None)
-  result = trainer.fit(state, SlowBatches(dict(x=x, y=y), 16, seed=7),
+  result = trainer.fit(state, SlowLoader(pipeline.ArraySource(x, y), 16, seed=7),
                        eval_sets=dict(train=dict(x=x, y=y)))
   leaves = [np.asarray(l).astype(np.float64) for l in jax.tree.leaves(result.state.params)]
   out = dict(step=int(result.state.step), checksum=float(sum(l.sum() for l in leaves)),

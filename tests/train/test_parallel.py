@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from research import optim
-from research.train import inputs
+from research.data import pipeline
 from research.train import parallel
 from research.train.state import TrainState
 from tests.train.models import TinyMLP
@@ -28,9 +28,9 @@ def _run(mode, steps=12, batch_size=16, stack=1):
                             tx=optim.sgd(0.1, momentum=0.9), rng=jax.random.key(1))
   strategy = parallel.make_strategy(mode)
   state = strategy.place_state(state)
-  batches = inputs.ArrayBatches(data, batch_size, seed=3)
+  batches = pipeline.TrainLoader(pipeline.ArraySource(data['x'], data['y']), batch_size, seed=3)
   losses = []
-  it = (b for epoch in range(10) for b in batches.batches(epoch))
+  it = (b for epoch in range(10) for b in batches.epoch_batches(epoch))
   for _ in range(steps // stack):
     if stack == 1:
       state, metrics = strategy.train(state, strategy.place_batch(next(it)))
@@ -40,7 +40,7 @@ def _run(mode, steps=12, batch_size=16, stack=1):
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *group)
       state, metrics = strategy.train_many(state, strategy.place_batch(stacked, stacked=True))
       losses.extend(np.asarray(strategy.host(metrics)['loss']).tolist())
-  final = strategy.host(strategy.get_state(state) if mode != 'pmap' else state)
+  final = strategy.host(state)
   return np.array(losses), final
 
 

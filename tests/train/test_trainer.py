@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from research import optim
-from research.train import inputs
+from research.data import pipeline
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib
 from tests.train.models import TinyMLP
@@ -25,6 +25,10 @@ def _data(n=96, seed=0):
   x = rng.normal(size=(n, 5)).astype(np.float32)
   y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
   return dict(x=x, y=y)
+
+
+def _loader(data, batch_size=16):
+  return pipeline.TrainLoader(pipeline.ArraySource(data['x'], data['y']), batch_size)
 
 
 def _state(tx=None, batch_norm=True):
@@ -47,7 +51,7 @@ def _config(**kw):
 def test_fit_learns_and_logs(tmp_path):
   data = _data()
   result = trainer_lib.Trainer(_config(eval_every=10, tensorboard=True), str(tmp_path)).fit(
-      _state(), inputs.ArrayBatches(data, 16), eval_sets=dict(train=data))
+      _state(), _loader(data), eval_sets=dict(train=data))
   assert int(result.state.step) == 30
   assert [e['step'] for e in result.evals] == [10, 20, 30]
   assert result.evals[-1]['train']['accuracy'] > 0.8
@@ -63,7 +67,7 @@ def test_fit_learns_and_logs(tmp_path):
 def test_snapshots_are_taken_exactly_at_the_requested_steps(tmp_path):
   data = _data()
   result = trainer_lib.Trainer(_config(snapshot_steps=(7, 19, 30), log_every=4),
-                               str(tmp_path)).fit(_state(), inputs.ArrayBatches(data, 16))
+                               str(tmp_path)).fit(_state(), _loader(data))
   assert [s for s, _ in result.snapshots] == [7, 19, 30]
   # The last snapshot is the final state; the first is not.
   final = jax.tree.leaves(result.state.params)
@@ -75,8 +79,8 @@ def test_snapshots_are_taken_exactly_at_the_requested_steps(tmp_path):
 
 def test_steps_per_dispatch_gives_the_same_run():
   data = _data()
-  a = trainer_lib.Trainer(_config()).fit(_state(), inputs.ArrayBatches(data, 16))
-  b = trainer_lib.Trainer(_config(steps_per_dispatch=4)).fit(_state(), inputs.ArrayBatches(data, 16))
+  a = trainer_lib.Trainer(_config()).fit(_state(), _loader(data))
+  b = trainer_lib.Trainer(_config(steps_per_dispatch=4)).fit(_state(), _loader(data))
   for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
@@ -87,7 +91,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
   config = _config(num_steps=200, max_nonfinite_in_row=3, log_every=1, checkpoint_every=2)
   with pytest.raises(trainer_lib.NonFiniteError, match='3 steps in a row'):
     trainer_lib.Trainer(config, str(tmp_path)).fit(
-        _state(optim.sgd(1e12), batch_norm=False), inputs.ArrayBatches(data, 16))
+        _state(optim.sgd(1e12), batch_norm=False), _loader(data))
   # The last good checkpoint is still there and restores finite params.
   steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
   assert steps
@@ -100,17 +104,23 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
 def test_nan_in_input_data_fails_before_the_first_step():
   data = _data()
   data['x'][5, 2] = np.nan
-  with pytest.raises(ValueError, match="field 'x' holds 1 NaN or Inf"):
-    inputs.ArrayBatches(data, 16)  # in-memory data is checked whole
+  with pytest.raises(ValueError, match="field 'x' of the training data holds 1 NaN"):
+    trainer_lib.Trainer(_config()).fit(
+        _state(), _loader(data))
 
-  class Unchecked(inputs.ArrayBatches):  # e.g. a streaming source
-    def __init__(self, arrays, batch_size):
-      clean = {k: np.nan_to_num(v) for k, v in arrays.items()}
-      super().__init__(clean, batch_size)
-      self.arrays = arrays
+  class Streamed:  # a source that is not in memory is checked batch by batch
+    def __init__(self, x, y):
+      self._inner = pipeline.ArraySource(x, y)
 
-  with pytest.raises(ValueError, match="field 'x' of the first training batch holds NaN"):
-    trainer_lib.Trainer(_config(batch_size=96)).fit(_state(), Unchecked(data, 96))
+    def __len__(self):
+      return len(self._inner)
+
+    def read(self, indices):
+      return self._inner.read(indices)
+
+  with pytest.raises(ValueError, match="field 'x' of the first training batch holds 1 NaN"):
+    trainer_lib.Trainer(_config(batch_size=96)).fit(
+        _state(), pipeline.TrainLoader(Streamed(data['x'], data['y']), 96))
 
 
 @pytest.mark.parametrize('field,value,match', [
@@ -136,10 +146,10 @@ def test_refuses_to_resume_a_run_with_another_config(tmp_path):
   before = sorted(os.listdir(tmp_path))
   with pytest.raises(ValueError, match='different config'):
     trainer_lib.Trainer(_config(), str(tmp_path), run_config=dict(lr=0.2)).fit(
-        _state(), inputs.ArrayBatches(data, 16))
+        _state(), _loader(data))
   assert sorted(os.listdir(tmp_path)) == before  # nothing written or deleted
   trainer_lib.Trainer(_config(resume='force', num_steps=2), str(tmp_path),
-                      run_config=dict(lr=0.2)).fit(_state(), inputs.ArrayBatches(data, 16))
+                      run_config=dict(lr=0.2)).fit(_state(), _loader(data))
 
 
 def _run_tiny(workdir, env_extra, **popen):
