@@ -201,7 +201,8 @@ class Trainer:
     events += [s for s in c.snapshot_steps if s > step]
     return min(events)
 
-  def _host_state(self, state):
+  def host_state(self, state):
+    """A NumPy copy of a (placed) state, e.g. for hooks and checkpoints."""
     return self.strategy.host(state)
 
   def fit(self, state, data: pipeline.TrainLoader, eval_sets: Optional[dict] = None,
@@ -224,6 +225,9 @@ class Trainer:
       if latest is not None:
         restored, meta = checkpoints.restore(latest, ckpt_lib.state_tree(state))
         state = state.replace(**restored)
+        for hook in self.hooks:
+          if hasattr(hook, 'load_state_dict') and hook.name in meta.get('hooks', {}):
+            hook.load_state_dict(self, meta['hooks'][hook.name], state)
     step = int(state.step)
     writer = None
     if self.workdir:
@@ -271,7 +275,14 @@ class Trainer:
           if pending:  # counters in meta must be current before saving
             history.append(self._flush(pending, meta, step, last_log, writer, bar))
             pending = []
-          checkpoints.save(step, ckpt_lib.state_tree(self._host_state(state)), meta)
+          meta['hooks'] = {h.name: h.state_dict() for h in self.hooks
+                           if hasattr(h, 'state_dict')}
+          checkpoints.save(step, ckpt_lib.state_tree(self.host_state(state)), meta)
+      for hook in self.hooks:
+        if hasattr(hook, 'finalize'):
+          final = hook.finalize(self, state)
+          if final is not None:
+            state = self.strategy.place_state(final)
     finally:
       batches.close()
       bar.close()
@@ -280,7 +291,7 @@ class Trainer:
       if checkpoints:
         checkpoints.close()
     return FitResult(
-        state=self._host_state(state), history=history, evals=evals,
+        state=self.host_state(state), history=history, evals=evals,
         snapshots=snapshots, stopped_early=self.should_stop,
         nonfinite_steps=meta['nonfinite_steps'],
         wall_time=time.perf_counter() - start_time, compile_time=compile_time)
@@ -324,15 +335,15 @@ class Trainer:
         writer.write(step, metrics, prefix=f'eval/{name}/')
     for hook in self.hooks:
       new_state = hook(self, state, results)
-      if new_state is not None:
-        state = new_state
+      if new_state is not None:  # hooks return host copies
+        state = self.strategy.place_state(new_state)
     return state
 
   def _snapshot_dir(self, step: int) -> str:
     return os.path.join(self.workdir, 'snapshots', f'step_{step:08d}')
 
   def _save_snapshot(self, state, step, meta) -> dict:
-    host = self._host_state(state)
+    host = self.host_state(state)
     snap = dict(params=host.params, batch_stats=host.batch_stats)
     if self.workdir:
       ckpt_lib.save_params(self._snapshot_dir(step), snap)
