@@ -37,6 +37,17 @@ def _stack_step(step_fn: Callable) -> Callable:
   return multi
 
 
+def _gather_step(step_fn: Callable) -> Callable:
+  """``k`` steps over device-resident data: ``idx[i]`` selects batch ``i``."""
+
+  def multi(state, data, idx):
+    def body(state, rows):
+      return step_fn(state, jax.tree.map(lambda v: v[rows], data))
+    return jax.lax.scan(body, state, idx)
+
+  return multi
+
+
 def check_batch_size(parallel: str, batch_size: int) -> None:
   if parallel not in STRATEGIES:
     raise ValueError(f'parallel={parallel!r} is unknown; allowed: {", ".join(STRATEGIES)}.')
@@ -64,6 +75,11 @@ class Strategy:
   def train_many(self, state, batches):
     return self._train_many(state, batches)
 
+  def train_gather(self, state, data, idx):
+    """Steps on device-resident ``data`` (see :meth:`place_data`); ``idx`` is
+    a placed ``(k, batch)`` index matrix."""
+    return self._train_gather(state, data, idx)
+
   def evaluate(self, state, batch):
     return self._eval(state, batch)
 
@@ -74,10 +90,17 @@ class Single(Strategy):
   def __init__(self, train_step, eval_step):
     self._train = jax.jit(train_step, donate_argnums=0)
     self._train_many = jax.jit(_stack_step(train_step), donate_argnums=0)
+    self._train_gather = jax.jit(_gather_step(train_step), donate_argnums=0)
     self._eval = jax.jit(eval_step)
 
   def place_state(self, state):
     return jax.device_put(state)
+
+  def place_data(self, data):
+    return jax.device_put(data)
+
+  def place_indices(self, idx):
+    return jax.device_put(idx)
 
   def place_batch(self, batch, stacked=False):
     del stacked
@@ -87,7 +110,10 @@ class Single(Strategy):
 class Sharded(Strategy):
 
   def __init__(self, train_step, eval_step):
-    self.mesh = jax.make_mesh((jax.device_count(),), ('data',))
+    # Auto axes: XLA propagates shardings (the batch's 'data' split flows
+    # through the model, gathers and reductions) without annotations.
+    self.mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                              axis_types=(jax.sharding.AxisType.Auto,))
     self.replicated = NamedSharding(self.mesh, P())
     self.data = NamedSharding(self.mesh, P('data'))
     self.stacked_data = NamedSharding(self.mesh, P(None, 'data'))
@@ -95,12 +121,21 @@ class Sharded(Strategy):
     self._train = jax.jit(train_step, donate_argnums=0, out_shardings=rep)
     self._train_many = jax.jit(_stack_step(train_step), donate_argnums=0,
                                out_shardings=rep)
+    self._train_gather = jax.jit(_gather_step(train_step), donate_argnums=0,
+                                 out_shardings=rep)
     self._eval = jax.jit(eval_step, out_shardings=rep)
 
   def place_state(self, state):
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)),
         state)
+
+  def place_data(self, data):
+    """The whole split, replicated: every device gathers its own rows."""
+    return self.place_state(data)
+
+  def place_indices(self, idx):
+    return self.place_batch(idx, stacked=True)
 
   def place_batch(self, batch, stacked=False):
     sharding = self.stacked_data if stacked else self.data
@@ -122,7 +157,15 @@ class PMap(Strategy):
     self._train = jax.pmap(train_step, axis_name=AXIS, donate_argnums=0)
     self._train_many = jax.pmap(_stack_step(train_step), axis_name=AXIS,
                                 donate_argnums=0)
+    self._train_gather = jax.pmap(_gather_step(train_step), axis_name=AXIS,
+                                  donate_argnums=0)
     self._eval = jax.pmap(eval_step, axis_name=AXIS)
+
+  def place_data(self, data):
+    return self.place_state(data)
+
+  def place_indices(self, idx):
+    return self.place_batch(idx, stacked=True)
 
   def place_state(self, state):
     n = len(self.devices)

@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
       l1=0.0,
       l2=0.0,
       steps_per_dispatch=1,     # k steps per call under lax.scan
+      data_on_device=False,     # keep an in-memory training split on the device
       log_every=100,
       log_grad_norms=False,     # per-layer gradient norms in the metrics
       eval_every=0,             # 0: evaluate only at the end
@@ -192,6 +193,26 @@ class Trainer:
       yield from data.epoch_batches(epoch, start)
       epoch, start = epoch + 1, 0
 
+  def _index_batches(self, data: pipeline.TrainLoader, step: int) -> Iterator[np.ndarray]:
+    epoch, start = divmod(step, data.steps_per_epoch)
+    while True:
+      order = data.epoch_indices(epoch)
+      for s in range(start, data.steps_per_epoch):
+        yield data.batch_indices(order, s)
+      epoch, start = epoch + 1, 0
+
+  def _device_data(self, data: pipeline.TrainLoader):
+    if not (hasattr(data.source, 'x') and hasattr(data.source, 'y')):
+      raise ValueError(
+          'config.train.data_on_device=True needs an in-memory training split '
+          f'(an ArraySource); got {type(data.source).__name__}.')
+    if data.transform is not None:
+      raise ValueError(
+          'config.train.data_on_device=True cannot apply the host-side transform '
+          '(augmentation) of the training loader; turn one of them off.')
+    return self.strategy.place_data(dict(x=np.asarray(data.source.x),
+                                         y=np.asarray(data.source.y)))
+
   def _next_event(self, step: int) -> int:
     c = self.config
     events = [c.num_steps]
@@ -235,10 +256,16 @@ class Trainer:
     snapshots = [(s, ckpt_lib.load_params(self._snapshot_dir(s)))
                  for s in meta.get('snapshot_steps', [])]
 
-    batches = pipeline.Prefetcher(self._batches(data, step), size=2)
-    first = next(batches)
-    _check_finite(first, 'the first training batch')
-    batches = _chain_first(first, batches)
+    on_device = None
+    if c.data_on_device:
+      on_device = self._device_data(data)
+      batches = _chain_first(None, self._index_batches(data, step))
+      next(batches)
+    else:
+      batches = pipeline.Prefetcher(self._batches(data, step), size=2)
+      first = next(batches)
+      _check_finite(first, 'the first training batch')
+      batches = _chain_first(first, batches)
 
     state = self.strategy.place_state(state)
     history, evals, pending = [], [], []
@@ -248,7 +275,11 @@ class Trainer:
       while step < c.num_steps and not self.should_stop:
         k = min(c.steps_per_dispatch, self._next_event(step) - step)
         t0 = time.perf_counter()
-        if k == 1:
+        if on_device is not None:
+          idx = np.stack([next(batches) for _ in range(k)])
+          state, metrics = self.strategy.train_gather(
+              state, on_device, self.strategy.place_indices(idx))
+        elif k == 1:
           state, metrics = self.strategy.train(state, self.strategy.place_batch(next(batches)))
         else:
           group = [next(batches) for _ in range(k)]
@@ -301,7 +332,7 @@ class Trainer:
     host = self.strategy.host([m for _, _, m in pending])
     per_step = []
     for (_, k, _), m in zip(pending, host):
-      if k == 1:
+      if k == 1 and not self.config.data_on_device:
         per_step.append(m)
       else:
         per_step.extend(jax.tree.map(lambda x, i=i: x[i], m) for i in range(k))
@@ -364,4 +395,5 @@ class _chain_first:
     return self._first.pop() if self._first else next(self._rest)
 
   def close(self):
-    self._rest.close()
+    if hasattr(self._rest, 'close'):
+      self._rest.close()

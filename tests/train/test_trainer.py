@@ -184,3 +184,15 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
   resumed = _final(_run_tiny(workdir, {}))
   assert resumed['step'] == 60
   assert resumed['params'] == reference['params']  # bit-identical
+
+
+@pytest.mark.parametrize('parallel', ['none', 'sharded', 'pmap'])
+def test_data_on_device_gives_the_same_run(parallel):
+  data = _data()
+  kw = dict(parallel=parallel, num_steps=12)
+  a = trainer_lib.Trainer(_config(**kw)).fit(_state(), _loader(data))
+  b = trainer_lib.Trainer(_config(data_on_device=True, steps_per_dispatch=5, **kw)).fit(
+      _state(), _loader(data))
+  for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  assert [h['step'] for h in b.history] == [5, 10, 12]
