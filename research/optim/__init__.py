@@ -49,4 +49,5 @@ from research.optim.lbfgs import *  # noqa: F401,F403
 from research.optim.schedules import *  # noqa: F401,F403
 from research.optim.inject import *  # noqa: F401,F403
 from research.optim.plateau import *  # noqa: F401,F403
+from research.optim.saddle import *  # noqa: F401,F403
 from research.optim.alias import *  # noqa: F401,F403

@@ -1,0 +1,217 @@
+"""Training throughput: our Trainer against a hand-written loop and PyTorch.
+
+The MNIST-1D MLP 40-256-256-10, batch 100, Adam (lr 1e-3), ``--steps`` steps,
+on the generated MNIST-1D training split (4000 examples), three ways:
+
+  (a) ``ours``: research.train.Trainer with research.optim.adam, the split on
+      the device and ``--dispatch`` steps per call (lax.scan);
+  (b) ``jax_loop``: a minimal hand-written jit + lax.scan loop with Flax and
+      Optax, the same data order and dispatch size;
+  (c) ``torch``: the same model and loop in PyTorch eager on the CPU (skipped
+      with a note if torch is not installed: ``pip install torch==2.13.0``).
+
+``--rounds`` rounds run (a), (b), (c) in turn (the first order rotates each
+round); each contender's first run, which compiles, is reported as compile
+time and left out of the medians. Peak memory is the growth of the process's
+maximum resident set over each contender's first run (one process, so later
+contenders only show what they add). Results go to
+``runs/benchmarks/train_throughput/<timestamp>/results.json``.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax  # the reference loop (benchmarks may import optax)
+from absl import app
+from absl import flags
+
+from experiments import common
+from research import optim
+from research.data import mnist1d_data
+from research.data import pipeline
+from research.train import state as state_lib
+from research.train import trainer as trainer_lib
+
+_STEPS = flags.DEFINE_integer('steps', 2000, 'Training steps per timed run.')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds (after one warm-up round).')
+_DISPATCH = flags.DEFINE_integer('dispatch', 40, 'Steps per call (40 = one epoch).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
+
+BATCH, LR, SEED = 100, 1e-3, 0
+
+
+class MLP(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = nn.relu(nn.Dense(256)(x))
+    x = nn.relu(nn.Dense(256)(x))
+    return nn.Dense(10)(x)
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Ours:
+  name = 'ours (Trainer)'
+
+  def __init__(self, x, y, steps, dispatch):
+    config = trainer_lib.default_config()
+    config.update(dict(num_steps=steps, batch_size=BATCH, steps_per_dispatch=dispatch,
+                       data_on_device=True, log_every=steps, checkpoints=False,
+                       progress=False, tensorboard=False))
+    self.trainer = trainer_lib.Trainer(config)
+    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
+    self.model = MLP()
+    self.x0 = x[:1]
+    # One transformation for every run: it is a static part of the state, so a
+    # new one would be a new program to compile.
+    self.tx = optim.adam(LR)
+
+  def run(self):
+    variables = self.model.init(jax.random.key(SEED), self.x0)
+    state = state_lib.TrainState.create(apply_fn=self.model.apply, variables=variables,
+                                        tx=self.tx, rng=jax.random.key(1))
+    result = self.trainer.fit(state, self.loader)
+    return float(result.history[-1]['loss'])
+
+
+class JaxLoop:
+  name = 'jax_loop (flax + optax, jit + scan)'
+
+  def __init__(self, x, y, steps, dispatch):
+    self.x, self.y = jax.device_put(x), jax.device_put(y)
+    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
+    self.steps, self.dispatch = steps, dispatch
+    self.model, self.tx = MLP(), optax.adam(LR)
+    model, tx = self.model, self.tx
+
+    def loss_fn(params, xb, yb):
+      logits = model.apply({'params': params}, xb)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    def many(carry, idx):
+      def body(carry, rows):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, self.x[rows], self.y[rows])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+      return jax.lax.scan(body, carry, idx)
+
+    self.many = jax.jit(many, donate_argnums=0)
+
+  def run(self):
+    params = self.model.init(jax.random.key(SEED), self.x[:1])['params']
+    carry = (params, self.tx.init(params))
+    spe = self.loader.steps_per_epoch
+    step, losses = 0, None
+    while step < self.steps:
+      k = min(self.dispatch, self.steps - step)
+      idx = []
+      for s in range(step, step + k):
+        epoch, i = divmod(s, spe)
+        idx.append(self.loader.batch_indices(self.loader.epoch_indices(epoch), i))
+      carry, losses = self.many(carry, jax.device_put(np.stack(idx)))
+      step += k
+    return float(losses[-1])
+
+
+class Torch:
+  name = 'torch (eager, CPU)'
+
+  def __init__(self, x, y, steps, dispatch):
+    del dispatch
+    import torch
+    self.torch = torch
+    self.x, self.y = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
+    self.steps = steps
+
+  def run(self):
+    torch = self.torch
+    torch.manual_seed(SEED)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(40, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+        torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    spe = self.loader.steps_per_epoch
+    order = None
+    for s in range(self.steps):
+      epoch, i = divmod(s, spe)
+      if i == 0 or order is None:
+        order = self.loader.epoch_indices(epoch)
+      rows = torch.from_numpy(self.loader.batch_indices(order, i))
+      loss = loss_fn(model(self.x[rows]), self.y[rows])
+      opt.zero_grad()
+      loss.backward()
+      opt.step()
+    return float(loss.detach())
+
+
+def main(argv):
+  del argv
+  data = mnist1d_data.load_mnist1d()
+  x = np.asarray(data['x_train'], np.float32)
+  y = np.asarray(data['y_train'], np.int32)
+  steps, dispatch = _STEPS.value, _DISPATCH.value
+  contenders = [Ours(x, y, steps, dispatch), JaxLoop(x, y, steps, dispatch)]
+  notes = []
+  try:
+    contenders.append(Torch(x, y, steps, dispatch))
+  except ImportError:
+    notes.append('torch is not installed: row (c) skipped (pip install torch==2.13.0).')
+
+  first = {}
+  for c in contenders:  # warm-up round: compiles
+    rss0, t0 = _peak_rss_mb(), time.perf_counter()
+    loss = c.run()
+    first[c.name] = dict(seconds=time.perf_counter() - t0, loss=loss,
+                         peak_rss_growth_mb=_peak_rss_mb() - rss0)
+  times = {c.name: [] for c in contenders}
+  for r in range(_ROUNDS.value):
+    order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+    for c in order:
+      t0 = time.perf_counter()
+      c.run()
+      times[c.name].append(time.perf_counter() - t0)
+
+  rows = []
+  for c in contenders:
+    med = statistics.median(times[c.name])
+    rows.append(dict(
+        contender=c.name, steps=steps, median_seconds=med, steps_per_second=steps / med,
+        compile_seconds=max(first[c.name]['seconds'] - med, 0.0),
+        peak_rss_growth_mb=first[c.name]['peak_rss_growth_mb'],
+        final_loss=first[c.name]['loss'], runs=times[c.name]))
+  by = {r['contender']: r for r in rows}
+  ours = by[Ours.name]['steps_per_second']
+  ratios = dict(ours_over_jax_loop=ours / by[JaxLoop.name]['steps_per_second'])
+  if Torch.name in by:
+    ratios['ours_over_torch'] = ours / by[Torch.name]['steps_per_second']
+
+  print(f'{"contender":<38} {"steps/s":>9} {"compile s":>10} {"peak RSS +MB":>13} {"loss":>7}')
+  for r in rows:
+    print(f'{r["contender"]:<38} {r["steps_per_second"]:>9.0f} {r["compile_seconds"]:>10.2f} '
+          f'{r["peak_rss_growth_mb"]:>13.0f} {r["final_loss"]:>7.3f}')
+  for k, v in ratios.items():
+    print(f'{k}: {v:.3f}')
+  for n in notes:
+    print('note:', n)
+  workdir = _WORKDIR.value or common.new_workdir(
+      'train_throughput', root=f'{common.REPO_ROOT}/runs/benchmarks')
+  common.write_json(f'{workdir}/results.json', dict(rows=rows, ratios=ratios, notes=notes,
+                                                    rounds=_ROUNDS.value, dispatch=dispatch))
+  print(f'results: {workdir}/results.json')
+
+
+if __name__ == '__main__':
+  app.run(main)
