@@ -94,7 +94,9 @@ class Single(Strategy):
     self._eval = jax.jit(eval_step)
 
   def place_state(self, state):
-    return jax.device_put(state)
+    # A copy: the steps donate the state, which must not delete the caller's
+    # arrays (e.g. the variables a second run starts from).
+    return jax.tree.map(jnp.copy, jax.device_put(state))
 
   def place_data(self, data):
     return jax.device_put(data)

@@ -196,3 +196,13 @@ def test_data_on_device_gives_the_same_run(parallel):
   for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
   assert [h['step'] for h in b.history] == [5, 10, 12]
+
+
+def test_fit_does_not_consume_the_callers_arrays():
+  data = _data()
+  state = _state()
+  trainer = trainer_lib.Trainer(_config(num_steps=3))
+  first = trainer.fit(state, _loader(data))
+  second = trainer.fit(state, _loader(data))  # the same initial state again
+  for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params)):
+    np.testing.assert_array_equal(a, b)
