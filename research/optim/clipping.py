@@ -18,6 +18,9 @@ from research.optim import checks
 from research.optim import tree as otu
 
 __all__ = [
+    'AdaptiveGradClipState',
+    'ClipByGlobalNormState',
+    'ClipState',
     'adaptive_grad_clip',
     'clip',
     'clip_by_block_rms',
@@ -27,7 +30,22 @@ __all__ = [
     'unitwise_norm',
 ]
 
+# The clipping transforms are stateless; Optax names their state anyway.
+AdaptiveGradClipState = base.EmptyState
+ClipByGlobalNormState = base.EmptyState
+ClipState = base.EmptyState
+
 Axis = Optional[Union[int, tuple[int, ...]]]
+
+
+def _leafwise(f):
+  # Unlike base.stateless_with_tree_map, never reads the params: a clip in a
+  # chain must not require them to have the updates' structure.
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    return jax.tree.map(f, updates), state
+
+  return base.GradientTransformationExtraArgs(base.init_empty_state, update_fn)
 
 
 def clip(max_delta: jax.typing.ArrayLike) -> base.GradientTransformationExtraArgs:
@@ -46,11 +64,7 @@ def clip(max_delta: jax.typing.ArrayLike) -> base.GradientTransformationExtraArg
   """
   checks.check_non_negative('max_delta', max_delta, fn='clip')
 
-  def f(u, p):
-    del p
-    return jnp.clip(u, -max_delta, max_delta)
-
-  return base.stateless_with_tree_map(f)
+  return _leafwise(lambda u: jnp.clip(u, -max_delta, max_delta))
 
 
 def clip_by_block_rms(
@@ -71,12 +85,11 @@ def clip_by_block_rms(
   """
   checks.check_positive('threshold', threshold, fn='clip_by_block_rms')
 
-  def f(u, p):
-    del p
+  def f(u):
     denom = jnp.maximum(1.0, jnp.sqrt(jnp.mean(otu.abs_sq(u))) / threshold)
     return u / denom
 
-  return base.stateless_with_tree_map(f)
+  return _leafwise(f)
 
 
 def _shrink_to(u, norm, max_norm):
@@ -88,7 +101,7 @@ def _shrink_to(u, norm, max_norm):
 def clip_by_global_norm(
     max_norm: jax.typing.ArrayLike,
 ) -> base.GradientTransformationExtraArgs:
-  r"""Rescales all updates together so that their global L2 norm is at most ``max_norm``.
+  r"""Rescales all updates together: their global L2 norm becomes at most ``max_norm``.
 
   .. math::
     u \leftarrow u \cdot \min\big(1, c / \|u\|_2\big), \qquad
@@ -136,11 +149,9 @@ def clip_by_norm(
   """
   checks.check_positive('max_norm', max_norm, fn='clip_by_norm')
 
-  def f(u, p):
-    del p
-    return _shrink_to(u, jnp.sqrt(jnp.sum(otu.abs_sq(u))), max_norm)
-
-  return base.stateless_with_tree_map(f)
+  return _leafwise(
+      lambda u: _shrink_to(u, jnp.sqrt(jnp.sum(otu.abs_sq(u))), max_norm)
+  )
 
 
 _UNIT_AXES = {2: 0, 3: 0, 4: (0, 1, 2), 5: (0, 1, 2, 3)}

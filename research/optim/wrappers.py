@@ -112,6 +112,10 @@ def masked(
     }
 
   def init_fn(params):
+    if type(params).__name__ == '_ParamsPlaceholder':
+      # optax.tree.map_params calls init with a placeholder leaf to find which
+      # parts of the state mirror the params; the mask cannot apply to it.
+      return MaskedState(inner_state=inner.init(params))
     mask_tree = _resolve_mask(mask, params)
     return MaskedState(inner_state=inner.init(_select(params, mask_tree)))
 
@@ -137,11 +141,10 @@ def freeze(mask: MaskOrFn) -> base.GradientTransformationExtraArgs:
   .. math::
     u_i \leftarrow \begin{cases} 0 & m_i \\ u_i & \neg m_i \end{cases}
 
-  Place it last in a chain (after the learning rate), or anywhere after the
-  stateful parts, so that frozen layers stay exactly where they are. This is
-  the transfer-learning tool: freeze a pretrained backbone, train the head.
-  The optimizer state of the frozen params is still kept; to drop it, route
-  them with :func:`partition` to ``set_to_zero()`` instead.
+  Place it last in a chain, so that nothing after it (weight decay, say) moves
+  the frozen params. This is the transfer-learning tool: freeze a pretrained
+  backbone, train the head. The optimizer state of the frozen params is still
+  kept; :func:`selective_transform` drops it.
 
   Args:
     mask: ``True`` for params to freeze: a bool (all or nothing), a pytree of

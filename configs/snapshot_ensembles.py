@@ -1,0 +1,81 @@
+"""Snapshot ensembles (Huang et al., ICLR 2017): train 1, get M for free.
+
+Scales:
+  smoke             seconds; used by the tests.
+  (default)         MNIST-1D with the 1-D CNN on CPU, every arm, 3 seeds.
+  cifar10           ResNet-110 on TFDS cifar10 with the standard augmentation,
+                    B = 200 epochs, M = 5, batch 64, parallel='sharded' (GPU/TPU).
+  cifar10_resnet20  the same protocol with ResNet-20 (a shorter run).
+"""
+
+import ml_collections
+
+from research import data as data_lib
+from research import models
+from research.train import trainer as trainer_lib
+
+ARMS = ('single', 'nocycle', 'singlecycle', 'snapshot', 'true_ensemble')
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_seeds = 3
+  c.arms = ','.join(ARMS)
+  c.budget_steps = 1200           # B: training steps of every arm but the true ensemble
+  c.num_snapshots = 5             # M
+  c.snapshot_lrs = (0.1, 0.2)     # alpha_0 of the cyclic cosine schedule
+  c.singlecycle_lr = 0.2          # alpha_0 of each SingleCycle model's one cycle
+  # The single model (the paper's baseline): SGD, Nesterov 0.9, lr 0.1 divided
+  # by 10 at 50% and at 75% of B, weight decay 1e-4 as in the paper.
+  c.single_lr = 0.1
+  c.momentum = 0.9
+  c.weight_decay = 1e-4
+  c.log_every = 20
+
+  c.data = data_lib.default_config()
+  c.data.name = 'mnist1d'
+  c.data.batch_size = 100
+  c.data.eval_batch_size = 1000
+
+  c.model = models.default_config('mnist1d_cnn')
+
+  c.train = trainer_lib.default_config()
+  c.train.batch_size = c.data.batch_size
+  c.train.eval_batch_size = 1000
+  c.train.steps_per_dispatch = 40
+  c.train.data_on_device = True
+  c.train.checkpoints = False
+  c.train.tensorboard = False
+  c.train.log_every = c.log_every
+
+  if arg == 'smoke':
+    c.num_seeds = 1
+    c.budget_steps = 60
+    c.num_snapshots = 3
+    c.log_every = 10
+    c.train.log_every = 10
+    c.train.steps_per_dispatch = 10
+    c.train.progress = False
+    c.model.channels = 8
+  elif arg in ('cifar10', 'cifar10_resnet20'):
+    steps_per_epoch = 50000 // 64
+    c.budget_steps = 200 * steps_per_epoch
+    c.num_snapshots = 5
+    c.log_every = 100
+    c.data.name = 'tfds:cifar10'
+    c.data.batch_size = 64
+    c.data.eval_batch_size = 1000
+    c.data.augment = True
+    c.model = models.default_config('resnet')
+    c.model.depth = 110 if arg == 'cifar10' else 20
+    c.train.batch_size = 64
+    c.train.parallel = 'sharded'
+    c.train.data_on_device = False
+    c.train.steps_per_dispatch = 1
+    c.train.log_every = 100
+  elif arg not in (None, ''):
+    raise ValueError(
+        f'snapshot_ensembles: unknown scale {arg!r}; allowed: smoke, cifar10, '
+        'cifar10_resnet20, or none for the default.')
+  return c

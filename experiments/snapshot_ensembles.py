@@ -1,0 +1,346 @@
+"""Snapshot ensembles: cyclic cosine annealing against the usual baselines.
+
+Arms (budget B training steps each unless said; Huang et al., 2017, Table 1):
+  single         SGD + Nesterov 0.9, lr 0.1 divided by 10 at 50% and 75% of B,
+                 weight decay; the last model is the result.
+  nocycle        the single run's M equally spaced snapshots, ensembled
+                 (the same run: no extra cost).
+  singlecycle    M independently initialised models, each one cosine cycle of
+                 B / M steps, ensembled.
+  snapshot       one run of M cosine cycles (alpha_0 in ``snapshot_lrs``), a
+                 snapshot at the end of each cycle, ensembled.
+  true_ensemble  M independently trained single models (M x B steps; the
+                 single run is its first member).
+
+For each arm and seed: the test error, NLL and ECE of the last model and of
+the ensembles of the last m = 1..M members (averaged softmax), and the
+wall-clock cost of training (compilation excluded). Over seeds: mean and
+standard deviation. Outputs: ``results.md`` (a table shaped like the paper's
+Table 1), ``results.json``, ``error_vs_snapshots.png``,
+``lr_and_loss.png``, ``disagreement.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from configs.snapshot_ensembles import ARMS
+from experiments import common
+from research import data as data_lib
+from research import models
+from research import optim
+from research.train import ensemble
+from research.train import state as state_lib
+from research.train import trainer as trainer_lib
+
+
+def validate(config) -> None:
+  arms = common.split_names(config.arms)
+  common.require(bool(arms), 'arms', config.arms, 'a comma-separated subset of ' + ', '.join(ARMS))
+  common.require_choices('arms', arms, ARMS)
+  common.require(config.num_seeds >= 1, 'num_seeds', config.num_seeds, '>= 1')
+  common.require(config.budget_steps >= 1, 'budget_steps', config.budget_steps, '>= 1')
+  common.require(config.num_snapshots >= 1, 'num_snapshots', config.num_snapshots, '>= 1')
+  common.require(config.num_snapshots <= config.budget_steps, 'num_snapshots',
+                 config.num_snapshots, f'at most budget_steps={config.budget_steps}')
+  common.require(len(config.snapshot_lrs) >= 1 and all(a > 0 for a in config.snapshot_lrs),
+                 'snapshot_lrs', config.snapshot_lrs, 'one or more values > 0')
+  for field in ('single_lr', 'singlecycle_lr'):
+    common.require(config[field] > 0, field, config[field], '> 0')
+  common.require(0 <= config.momentum < 1, 'momentum', config.momentum, '[0, 1)')
+  common.require(config.weight_decay >= 0, 'weight_decay', config.weight_decay, '>= 0')
+  common.require(config.train.batch_size == config.data.batch_size, 'train.batch_size',
+                 config.train.batch_size, f'equal to data.batch_size={config.data.batch_size}')
+  trainer_lib.validate_config(config.train)
+  models.build_model(config.model)  # unknown names and bad fields fail here
+
+
+# --- schedules and optimizers ---------------------------------------------------
+
+def single_schedule(config) -> Callable:
+  b = config.budget_steps
+  return optim.piecewise_constant_schedule(
+      config.single_lr, {int(0.5 * b): 0.1, int(0.75 * b): 0.1})
+
+
+def _sgd(config, schedule):
+  return optim.chain(
+      optim.add_decayed_weights(config.weight_decay),
+      optim.sgd(schedule, momentum=config.momentum, nesterov=True))
+
+
+def nocycle_snapshot_steps(config) -> list[int]:
+  b, m = config.budget_steps, config.num_snapshots
+  return [round(b * (i + 1) / m) for i in range(m)]
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run: its snapshots (in step order) and its history."""
+  snapshots: list
+  history: list
+  seconds: float
+
+
+class Runner:
+  """Trains runs of the study; one Trainer (one compilation) per run shape."""
+
+  def __init__(self, config, ds, model):
+    self.config, self.ds, self.model = config, ds, model
+    self._trainers, self._optimizers = {}, {}
+    x, _ = ds.arrays('train')
+    self.example = x[:1]
+
+  def optimizer(self, key: str, make: Callable):
+    """One optimizer object per run shape: the same object means no recompile."""
+    if key not in self._optimizers:
+      self._optimizers[key] = make()
+    return self._optimizers[key]
+
+  def train(self, key: str, tx, num_steps: int, snapshot_steps, init_seed: int) -> Run:
+    c = self.config
+    if key not in self._trainers:
+      tc = c.train.copy_and_resolve_references()
+      tc.num_steps = num_steps
+      tc.snapshot_steps = tuple(snapshot_steps)
+      tc.log_every = min(c.log_every, num_steps)
+      self._trainers[key] = (trainer_lib.Trainer(tc), tx)
+    trainer, tx = self._trainers[key]
+    variables = self.model.init(jax.random.key(init_seed), self.example, train=False)
+    variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+    state = state_lib.TrainState.create(apply_fn=self.model.apply, variables=variables,
+                                        tx=tx, rng=jax.random.key(init_seed + 10_000))
+    result = trainer.fit(state, self.ds.train)
+    return Run(snapshots=[snap for _, snap in result.snapshots], history=result.history,
+               seconds=result.wall_time - result.compile_time)
+
+
+def run_arms(config, runner: Runner, seed: int) -> dict:
+  """Every arm for one seed: {arm_label: (members, seconds, history)}."""
+  c, b, m = config, config.budget_steps, config.num_snapshots
+  arms = common.split_names(c.arms)
+  out = {}
+  need_single = {'single', 'nocycle', 'true_ensemble'} & set(arms)
+  if need_single:
+    single = runner.train('single', runner.optimizer('single', lambda: _sgd(c, single_schedule(c))),
+                          b, nocycle_snapshot_steps(c), init_seed=seed * 1000)
+    if 'single' in arms:
+      out['single'] = (single.snapshots[-1:], single.seconds, single.history)
+    if 'nocycle' in arms:
+      out['nocycle'] = (single.snapshots, single.seconds, single.history)
+  if 'singlecycle' in arms:
+    steps = max(b // m, 1)
+    tx = runner.optimizer('singlecycle', lambda: _sgd(c, optim.cyclic_cosine_schedule(
+        c.singlecycle_lr, steps, 1)))
+    runs = [runner.train('singlecycle', tx, steps, [steps], init_seed=seed * 1000 + 100 + i)
+            for i in range(m)]
+    out['singlecycle'] = ([r.snapshots[-1] for r in runs], sum(r.seconds for r in runs),
+                          runs[0].history)
+  if 'snapshot' in arms:
+    for alpha in c.snapshot_lrs:
+      tx = runner.optimizer(f'snapshot_{alpha}', lambda alpha=alpha: _sgd(
+          c, optim.cyclic_cosine_schedule(alpha, b, m)))
+      run = runner.train(f'snapshot_{alpha}', tx, b, optim.snapshot_steps(b, m),
+                         init_seed=seed * 1000)
+      out[f'snapshot_{alpha:g}'] = (run.snapshots, run.seconds, run.history)
+  if 'true_ensemble' in arms:
+    tx = runner.optimizer('single', lambda: _sgd(c, single_schedule(c)))
+    others = [runner.train('single', tx, b, nocycle_snapshot_steps(c),
+                           init_seed=seed * 1000 + 200 + i) for i in range(m - 1)]
+    members = [single.snapshots[-1]] + [r.snapshots[-1] for r in others]
+    out['true_ensemble'] = (members, single.seconds + sum(r.seconds for r in others),
+                            single.history)
+  return out
+
+
+def evaluate_members(model, members: list, x, y, batch_size: int) -> dict:
+  stacked = ensemble.stack_trees(members)
+  probs = ensemble.ensemble_predict(model.apply, stacked, x, batch_size=batch_size)
+  curve = jax.device_get(ensemble.ensemble_curve(probs, y))
+  return dict(
+      ensemble={k: np.asarray(v).tolist() for k, v in curve['ensemble'].items()},
+      members={k: np.asarray(v).tolist() for k, v in curve['members'].items()},
+      disagreement=np.asarray(ensemble.pairwise_disagreement(probs)).tolist())
+
+
+LABELS = {
+    'single': 'Single model',
+    'nocycle': 'NoCycle snapshot ensemble',
+    'singlecycle': 'SingleCycle ensembles',
+    'true_ensemble': 'True ensemble (M x B budget)',
+}
+
+
+def _label(arm: str) -> str:
+  if arm.startswith('snapshot_'):
+    return f'Snapshot ensemble (alpha_0 = {arm.split("_", 1)[1]})'
+  return LABELS[arm]
+
+
+def _mean_std(values) -> tuple[float, float]:
+  v = np.asarray(values, np.float64)
+  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarize(per_seed: list[dict]) -> dict:
+  """Mean and std over seeds of each arm's metrics."""
+  arms = list(per_seed[0])
+  out = {}
+  for arm in arms:
+    rows = [s[arm] for s in per_seed]
+    ens = {k: np.array([r['eval']['ensemble'][k] for r in rows]) for k in ('error', 'nll', 'ece')}
+    last = {k: np.array([r['eval']['members'][k][-1] for r in rows]) for k in ('error', 'nll', 'ece')}
+    out[arm] = dict(
+        ensemble_error=_mean_std(ens['error'][:, -1]),
+        ensemble_nll=_mean_std(ens['nll'][:, -1]),
+        ensemble_ece=_mean_std(ens['ece'][:, -1]),
+        last_error=_mean_std(last['error']),
+        last_nll=_mean_std(last['nll']),
+        last_ece=_mean_std(last['ece']),
+        error_vs_m=[_mean_std(ens['error'][:, i]) for i in range(ens['error'].shape[1])],
+        seconds=_mean_std([r['seconds'] for r in rows]),
+    )
+  return out
+
+
+def _pm(ms, scale=100.0, digits=2) -> str:
+  return f'{ms[0] * scale:.{digits}f} ± {ms[1] * scale:.{digits}f}'
+
+
+def verdict(summary: dict, config) -> list[str]:
+  """What the numbers support, claiming nothing smaller than the seed spread."""
+  lines = []
+  best_snap = [a for a in summary if a.startswith('snapshot_')]
+  if 'single' not in summary or not best_snap:
+    return lines
+  single = summary['single']['last_error']
+  for arm in best_snap:
+    snap = summary[arm]['ensemble_error']
+    diff = single[0] - snap[0]
+    spread = float(np.hypot(single[1], snap[1]))
+    if config.num_seeds < 2:
+      lines.append(f'- {_label(arm)}: {diff * 100:+.2f} points against the single model '
+                   '(one seed: no spread, no claim).')
+    elif abs(diff) > spread:
+      word = 'lower' if diff > 0 else 'higher'
+      lines.append(f'- {_label(arm)}: test error {word} than the single model by '
+                   f'{abs(diff) * 100:.2f} points, beyond the seed spread ({spread * 100:.2f}).')
+    else:
+      lines.append(f'- {_label(arm)}: differs from the single model by {diff * 100:+.2f} points, '
+                   f'within the seed spread ({spread * 100:.2f}): no claim.')
+  if 'true_ensemble' in summary:
+    te = summary['true_ensemble']['ensemble_error']
+    for arm in best_snap:
+      gap = summary[arm]['ensemble_error'][0] - te[0]
+      lines.append(f'- {_label(arm)} is {gap * 100:+.2f} points from the true ensemble '
+                   f'({_pm(te)} %) at 1/{config.num_snapshots} of its cost.')
+  return lines
+
+
+def _figures(workdir, summary, per_seed, config):
+  m = config.num_snapshots
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for arm, s in summary.items():
+    means = np.array([v[0] for v in s['error_vs_m']]) * 100
+    stds = np.array([v[1] for v in s['error_vs_m']]) * 100
+    xs = np.arange(1, len(means) + 1)
+    ax.errorbar(xs, means, yerr=stds, marker='o', capsize=3, label=_label(arm))
+  ax.set_xlabel('number of members ensembled (the last m)')
+  ax.set_ylabel('test error (%)')
+  ax.set_xticks(range(1, m + 1))
+  ax.legend(fontsize=7)
+  ax.set_title('Test error against ensemble size (mean ± std over seeds)')
+  common.save_figure(fig, os.path.join(workdir, 'error_vs_snapshots.png'))
+
+  fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+  steps = np.arange(config.budget_steps)
+  schedules = {'single': single_schedule(config)}
+  for alpha in config.snapshot_lrs:
+    schedules[f'snapshot_{alpha:g}'] = optim.cyclic_cosine_schedule(
+        alpha, config.budget_steps, m)
+  for arm, fn in schedules.items():
+    if arm not in per_seed[0]:
+      continue
+    ax_lr.plot(steps + 1, np.asarray(jax.vmap(fn)(steps)), label=_label(arm))
+    hist = per_seed[0][arm]['history']
+    ax_loss.plot([h['step'] for h in hist], [h['loss'] for h in hist], label=_label(arm))
+  for s in optim.snapshot_steps(config.budget_steps, m):
+    ax_lr.axvline(s, color='k', linestyle=':', linewidth=0.8)
+    ax_loss.axvline(s, color='k', linestyle=':', linewidth=0.8)
+  ax_lr.set_ylabel('learning rate')
+  ax_loss.set_ylabel('training loss')
+  ax_loss.set_yscale('log')
+  ax_loss.set_xlabel('step (dotted: snapshots of the cyclic schedule)')
+  ax_lr.legend(fontsize=7)
+  common.save_figure(fig, os.path.join(workdir, 'lr_and_loss.png'))
+
+  shown = [a for a in per_seed[0] if a.startswith('snapshot_') or a == 'nocycle']
+  fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.6 * max(len(shown), 1), 3.2),
+                           squeeze=False)
+  for ax, arm in zip(axes[0], shown):
+    d = np.array(per_seed[0][arm]['eval']['disagreement']) * 100
+    im = ax.imshow(d, cmap='viridis', vmin=0)
+    for (i, j), v in np.ndenumerate(d):
+      ax.text(j, i, f'{v:.0f}', ha='center', va='center', color='w', fontsize=7)
+    ax.set_title(_label(arm), fontsize=8)
+    ax.set_xlabel('snapshot')
+    ax.set_ylabel('snapshot')
+    fig.colorbar(im, ax=ax, label='% of test examples predicted differently')
+  common.save_figure(fig, os.path.join(workdir, 'disagreement.png'))
+
+
+def _markdown(summary, config, verdict_lines) -> str:
+  m, b = config.num_snapshots, config.budget_steps
+  rows = []
+  for arm, s in summary.items():
+    rows.append((_label(arm), _pm(s['ensemble_error']), _pm(s['last_error']),
+                 f'{s["ensemble_nll"][0]:.3f} ± {s["ensemble_nll"][1]:.3f}',
+                 _pm(s['ensemble_ece']), f'{s["seconds"][0]:.1f} ± {s["seconds"][1]:.1f}'))
+  curve = [(_label(arm), *[_pm(v) for v in s['error_vs_m']]) for arm, s in summary.items()]
+  return '\n'.join([
+      '# Snapshot ensembles', '',
+      f'Data `{config.data.name}`, model `{config.model.name}`, budget B = {b} steps, '
+      f'M = {m}, batch {config.data.batch_size}, {config.num_seeds} seed(s) '
+      '(mean ± std). Errors, ECE in %.', '',
+      common.markdown_table(
+          ['method', 'test error (ensemble)', 'test error (last model)', 'NLL (ensemble)',
+           'ECE (ensemble)', 'train seconds'], rows), '',
+      '## Test error of the ensemble of the last m members', '',
+      common.markdown_table(['method'] + [f'm = {i}' for i in range(1, m + 1)], curve), '',
+      '## What the numbers say', '', *verdict_lines, '',
+      'Figures: `error_vs_snapshots.png`, `lr_and_loss.png`, `disagreement.png`.', '',
+  ])
+
+
+def run(config, workdir):
+  validate(config)
+  common.write_config(workdir, config)
+  per_seed = []
+  for i in range(config.num_seeds):
+    seed = config.seed + i
+    data_cfg = config.data.copy_and_resolve_references()
+    data_cfg.seed = seed
+    ds = data_lib.get_dataset(data_cfg)
+    model = models.build_model(config.model)
+    runner = Runner(config, ds, model)
+    x_test, y_test = ds.arrays('test')
+    arms = run_arms(config, runner, seed)
+    per_seed.append({
+        arm: dict(eval=evaluate_members(model, members, x_test, y_test,
+                                        config.train.eval_batch_size),
+                  seconds=seconds, history=history)
+        for arm, (members, seconds, history) in arms.items()
+    })
+  summary = summarize(per_seed)
+  lines = verdict(summary, config)
+  _figures(workdir, summary, per_seed, config)
+  common.atomic_write(os.path.join(workdir, 'results.md'), _markdown(summary, config, lines))
+  results = dict(summary=summary, per_seed=per_seed, verdict=lines)
+  common.write_json(os.path.join(workdir, 'results.json'), results)
+  return results
