@@ -83,6 +83,7 @@ def nocycle_snapshot_steps(config) -> list[int]:
 @dataclasses.dataclass
 class Run:
   """One training run: its snapshots (in step order) and its history."""
+  snapshot_steps: list
   snapshots: list
   history: list
   seconds: float
@@ -117,7 +118,8 @@ class Runner:
     state = state_lib.TrainState.create(apply_fn=self.model.apply, variables=variables,
                                         tx=tx, rng=jax.random.key(init_seed + 10_000))
     result = trainer.fit(state, self.ds.train)
-    return Run(snapshots=[snap for _, snap in result.snapshots], history=result.history,
+    return Run(snapshot_steps=[step for step, _ in result.snapshots],
+               snapshots=[snap for _, snap in result.snapshots], history=result.history,
                seconds=result.wall_time - result.compile_time)
 
 

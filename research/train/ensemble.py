@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from research.models import layers as model_layers
+
 __all__ = [
     'brier_score',
     'classification_metrics',
@@ -43,7 +45,7 @@ __all__ = [
     'vmap_train_step',
 ]
 
-MC_DROPOUT_STREAM = 'mc_dropout'  # research.models.MC_DROPOUT_STREAM
+MC_DROPOUT_STREAM = model_layers.MC_DROPOUT_STREAM  # 'mc_dropout'
 ECE_BINS = 15
 
 
@@ -117,7 +119,7 @@ def map_in_batches(fn: Callable, x: Any, batch_size: Optional[int] = None) -> An
 
 def _nonempty(variables: dict) -> dict:
   # A Trainer snapshot of a model without BatchNorm has batch_stats == {}.
-  return {k: v for k, v in variables.items() if not (isinstance(v, dict) and not v)}
+  return {k: v for k, v in variables.items() if jax.tree.leaves(v)}
 
 
 def _softmax(logits):
@@ -143,7 +145,8 @@ def _build_ensemble(apply_fn, batch_size):
       return _softmax(apply_fn(variables, xb, train=False))
 
     def batch(xb):  # (B, ...) -> (B, M, C): the batch axis first for map
-      return jnp.moveaxis(jax.vmap(member, in_axes=(0, None))(stacked_variables, xb), 0, 1)
+      probs = jax.vmap(member, in_axes=(0, None))(stacked_variables, xb)
+      return jnp.moveaxis(probs, 0, 1)
 
     return jnp.moveaxis(map_in_batches(batch, x, batch_size), 1, 0)
 
@@ -258,11 +261,13 @@ def mc_dropout_predict(
 # --- metrics ------------------------------------------------------------------
 
 
+@jax.jit
 def error_rate(probs: jax.Array, labels: jax.Array) -> jax.Array:
   r"""Fraction of examples whose arg-max class is not the label."""
   return jnp.mean((jnp.argmax(probs, axis=-1) != labels).astype(jnp.float32))
 
 
+@jax.jit
 def negative_log_likelihood(probs: jax.Array, labels: jax.Array,
                             eps: float = 1e-12) -> jax.Array:
   r"""Mean negative log-likelihood of the labels, probabilities clipped.
@@ -277,6 +282,7 @@ def negative_log_likelihood(probs: jax.Array, labels: jax.Array,
   return -jnp.mean(jnp.log(jnp.clip(p.astype(jnp.float32), eps, 1.0)))
 
 
+@functools.partial(jax.jit, static_argnames='num_bins')
 def expected_calibration_error(probs: jax.Array, labels: jax.Array,
                                num_bins: int = ECE_BINS) -> jax.Array:
   r"""Expected calibration error over equal-width confidence bins.
@@ -304,11 +310,13 @@ def expected_calibration_error(probs: jax.Array, labels: jax.Array,
   confidence = jnp.max(probs, axis=-1).astype(jnp.float32)
   correct = (jnp.argmax(probs, axis=-1) == labels).astype(jnp.float32)
   # Bin b (0-based) holds confidences in (b/K, (b+1)/K].
-  bins = jnp.clip(jnp.ceil(confidence * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+  bins = jnp.ceil(confidence * num_bins).astype(jnp.int32) - 1
+  bins = jnp.clip(bins, 0, num_bins - 1)
   gap = jax.ops.segment_sum(correct - confidence, bins, num_segments=num_bins)
   return jnp.sum(jnp.abs(gap)) / confidence.shape[0]
 
 
+@jax.jit
 def brier_score(probs: jax.Array, labels: jax.Array) -> jax.Array:
   r"""Mean over examples of the squared distance to the one-hot label.
 
@@ -322,6 +330,7 @@ def brier_score(probs: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(jnp.sum(jnp.square(probs.astype(jnp.float32) - onehot), axis=-1))
 
 
+@jax.jit
 def classification_metrics(probs: jax.Array, labels: jax.Array) -> dict:
   """``{'error', 'nll', 'ece', 'brier'}`` of ``(N, C)`` probabilities."""
   return dict(
@@ -332,6 +341,7 @@ def classification_metrics(probs: jax.Array, labels: jax.Array) -> dict:
   )
 
 
+@jax.jit
 def ensemble_curve(probs: jax.Array, labels: jax.Array) -> dict:
   r"""Metrics of the ensembles of the last m members, m = 1..M, and of each member.
 
@@ -360,6 +370,7 @@ def ensemble_curve(probs: jax.Array, labels: jax.Array) -> dict:
   return dict(ensemble=per_set(averaged, labels), members=per_set(probs, labels))
 
 
+@jax.jit
 def pairwise_disagreement(probs: jax.Array) -> jax.Array:
   r"""``D[i, j]``: fraction of examples where members i and j predict different classes.
 
@@ -384,13 +395,14 @@ def replicate_init(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
 
   ``init_fn(key)`` returns one pytree (variables, or a whole TrainState built
   from them); ``keys`` is ``jax.random.split(key, N)`` (typed or raw keys).
-  Replica i equals ``init_fn(keys[i])``.
+  Replica i equals ``init_fn(keys[i])``. Compiled (one program for all
+  replicas) rather than run op by op.
   """
   if jnp.ndim(keys) < 1 or keys.shape[0] < 1:
     raise ValueError(
         f'keys has shape {jnp.shape(keys)}; give a stack of N >= 1 keys, e.g. '
         'jax.random.split(key, N).')
-  return jax.vmap(init_fn)(keys)
+  return jax.jit(jax.vmap(init_fn))(keys)
 
 
 def vmap_train_step(train_step: Callable, batch_axis: Optional[int] = None) -> Callable:

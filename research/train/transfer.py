@@ -78,7 +78,8 @@ def _compile(pattern: Pattern) -> re.Pattern:
   try:
     return re.compile(pattern)
   except re.error as e:
-    raise ValueError(f'pattern={pattern!r} is not a valid regular expression: {e}.') from e
+    raise ValueError(
+        f'pattern={pattern!r} is not a valid regular expression: {e}.') from e
 
 
 def _named_leaves(tree) -> dict:
@@ -125,7 +126,8 @@ def load_params_subset(source_params: Any, target_params: Any, pattern: Pattern)
     raise _no_match(pattern, source_params, 'source params')
   for name in chosen:
     if name not in target:
-      raise ValueError(f'load_params_subset: source path {name!r} is not in the target params.')
+      raise ValueError(
+          f'load_params_subset: source path {name!r} is not in the target params.')
     s, t = source[name], target[name]
     if jnp.shape(s) != jnp.shape(t) or jnp.result_type(s) != jnp.result_type(t):
       raise ValueError(
@@ -208,7 +210,8 @@ def freeze_optimizer(tx: optim.GradientTransformation, params: Any,
       {TRAINABLE: tx, FROZEN: optim.set_to_zero()}, freeze_labels(params, pattern))
 
 
-def compute_features(feature_fn: Callable, x: Any, batch_size: Optional[int] = None) -> Any:
+def compute_features(feature_fn: Callable, x: Any,
+                     batch_size: Optional[int] = None) -> Any:
   """``feature_fn`` over a whole split, once, compiled, in batches.
 
   Args:

@@ -20,10 +20,12 @@ def _x(n=10, d=5, seed=0):
 
 def _member(model, seed, x):
   """Variables with BatchNorm statistics moved away from their init."""
-  v = model.init(jax.random.key(seed), x[:2])
-  _, new = model.apply(v, x + seed, train=True, mutable=['batch_stats'],
-                       rngs={'dropout': jax.random.key(seed)})
-  return {'params': v['params'], 'batch_stats': new['batch_stats']}
+  def make(key):
+    v = model.init(key, x[:2])
+    _, new = model.apply(v, x + seed, train=True, mutable=['batch_stats'],
+                         rngs={'dropout': key})
+    return {'params': v['params'], 'batch_stats': new['batch_stats']}
+  return jax.jit(make)(jax.random.key(seed))
 
 
 def _softmax(model, variables, x):
@@ -222,7 +224,7 @@ def test_vmapped_replicas_equal_separate_runs():
   keys = jax.random.split(jax.random.key(7), 3)
   states = ensemble.replicate_init(init, keys)
   chex.assert_shape(states.step, (3,))
-  separate = [init(k) for k in keys]
+  separate = [jax.jit(init)(k) for k in keys]
   for got, want in zip(ensemble.unstack_tree(states), separate):
     chex.assert_trees_all_close(got.params, want.params, rtol=1e-6, atol=1e-7)
   # Replicas start apart (independent seeds).
