@@ -17,8 +17,12 @@ def _scalars(metrics: dict, prefix: str = '') -> dict:
     name = f'{prefix}{k}'
     if isinstance(v, dict):
       out.update(_scalars(v, name + '/'))
-    else:
+    elif np.ndim(v) == 0:
       out[name] = float(np.asarray(v))
+    else:  # one value per replica: the mean, and each as name/i
+      v = np.asarray(v, np.float64).ravel()
+      out[name] = float(v.mean())
+      out.update({f'{name}/{i}': float(x) for i, x in enumerate(v)})
   return out
 
 

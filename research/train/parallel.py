@@ -195,12 +195,20 @@ class PMap(Strategy):
 
 
 def make_strategy(parallel: str, loss: str = 'cross_entropy', l1: float = 0.0,
-                  l2: float = 0.0, grad_norms: bool = False):
-  """The strategy with its compiled train and eval steps."""
+                  l2: float = 0.0, grad_norms: bool = False, num_replicas: int = 1):
+  """The strategy with its compiled train and eval steps.
+
+  With ``num_replicas > 1`` the state carries a leading replica axis (see
+  ``state.create_replicas``) and every step is vmapped over it: N models with
+  different seeds train on the same batches in one program.
+  """
   if parallel not in STRATEGIES:
     raise ValueError(f'parallel={parallel!r} is unknown; allowed: {", ".join(STRATEGIES)}.')
   axis = AXIS if parallel == 'pmap' else None
   train_step = steps.make_train_step(loss, l1, l2, axis_name=axis, grad_norms=grad_norms)
   eval_step = steps.make_eval_step(loss, axis_name=axis)
+  if num_replicas > 1:
+    train_step = jax.vmap(train_step, in_axes=(0, None))
+    eval_step = jax.vmap(eval_step, in_axes=(0, None))
   cls = dict(none=Single, sharded=Sharded, pmap=PMap)[parallel]
   return cls(train_step, eval_step)

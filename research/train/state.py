@@ -48,3 +48,16 @@ class TrainState(flax.struct.PyTreeNode):
     if self.batch_stats:
       return {'params': self.params, 'batch_stats': self.batch_stats}
     return {'params': self.params}
+
+
+def create_replicas(*, apply_fn, init_fn: Callable, tx, keys: jax.Array) -> TrainState:
+  """N TrainStates stacked on a leading axis, one per key, for ``num_replicas``.
+
+  ``init_fn(key) -> variables``. Initialisation is vmapped, so each replica's
+  optimizer state is its own (a global-norm transform sees one replica only).
+  """
+  def one(key):
+    init_key, run_key = jax.random.split(key)
+    return TrainState.create(apply_fn=apply_fn, variables=init_fn(init_key), tx=tx,
+                             rng=run_key)
+  return jax.vmap(one)(keys)

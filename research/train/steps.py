@@ -12,6 +12,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from research.train import losses
 
@@ -175,9 +176,10 @@ def make_eval_step(loss: str = 'cross_entropy', axis_name: Optional[str] = None)
 
 
 def summarize_eval(sums: dict) -> dict:
-  """Sums over all batches -> mean loss and accuracy."""
-  count = float(sums['count'])
-  out = dict(loss=float(sums['loss_sum']) / max(count, 1.0), count=count)
+  """Sums over all batches -> mean loss and accuracy (per replica if stacked)."""
+  count = np.asarray(sums['count'], np.float64)
+  denom = np.maximum(count, 1.0)
+  out = dict(loss=np.asarray(sums['loss_sum'], np.float64) / denom, count=count)
   if 'correct' in sums:
-    out['accuracy'] = float(sums['correct']) / max(count, 1.0)
-  return out
+    out['accuracy'] = np.asarray(sums['correct'], np.float64) / denom
+  return {k: float(v) if np.ndim(v) == 0 else v.tolist() for k, v in out.items()}

@@ -55,6 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
       l2=0.0,
       steps_per_dispatch=1,     # k steps per call under lax.scan
       data_on_device=False,     # keep an in-memory training split on the device
+      num_replicas=1,           # N seeds at once (vmap); see state.create_replicas
       log_every=100,
       log_grad_norms=False,     # per-layer gradient norms in the metrics
       eval_every=0,             # 0: evaluate only at the end
@@ -87,6 +88,7 @@ def validate_config(c) -> None:
   need(c.checkpoint_every >= 0, 'checkpoint_every', '>= 0')
   need(c.keep_checkpoints >= 1, 'keep_checkpoints', '>= 1')
   need(c.max_nonfinite_in_row >= 1, 'max_nonfinite_in_row', '>= 1')
+  need(c.num_replicas >= 1, 'num_replicas', '>= 1')
   need(c.resume in ('auto', 'force', 'never'), 'resume', "'auto', 'force' or 'never'")
   need(all(1 <= s <= c.num_steps for s in c.snapshot_steps), 'snapshot_steps',
        f'steps in [1, num_steps={c.num_steps}]')
@@ -166,8 +168,13 @@ class Trainer:
     self.hooks = list(hooks)
     self.run_config = run_config
     self.should_stop = False
+    if config.num_replicas > 1 and self.hooks:
+      raise ValueError(
+          f'config.train.num_replicas={config.num_replicas} cannot be combined with '
+          'hooks (early stopping, performance scheduling): they decide for one run.')
     self.strategy = parallel_lib.make_strategy(
-        config.parallel, config.loss, config.l1, config.l2, config.log_grad_norms)
+        config.parallel, config.loss, config.l1, config.l2, config.log_grad_norms,
+        config.num_replicas)
 
   # --- evaluation ---------------------------------------------------------
 
@@ -249,7 +256,7 @@ class Trainer:
         for hook in self.hooks:
           if hasattr(hook, 'load_state_dict') and hook.name in meta.get('hooks', {}):
             hook.load_state_dict(self, meta['hooks'][hook.name], state)
-    step = int(state.step)
+    step = int(np.max(state.step))  # replicas step together
     writer = None
     if self.workdir:
       writer = metric_writers.MetricWriter(self.workdir, c.tensorboard, resume_step=step)
@@ -337,7 +344,7 @@ class Trainer:
       else:
         per_step.extend(jax.tree.map(lambda x, i=i: x[i], m) for i in range(k))
     for m in per_step:
-      bad = bool(m['nonfinite'] > 0)
+      bad = bool(np.any(m['nonfinite'] > 0))  # any replica
       meta['nonfinite_steps'] += int(bad)
       meta['nonfinite_in_row'] = meta['nonfinite_in_row'] + 1 if bad else 0
       if meta['nonfinite_in_row'] >= self.config.max_nonfinite_in_row:
@@ -354,7 +361,7 @@ class Trainer:
     if writer:
       writer.write(step, row, prefix='train/')
     bar.update(step - bar.n)
-    bar.set_postfix({k: f'{float(v):.4g}' for k, v in row.items()
+    bar.set_postfix({k: f'{float(np.mean(v)):.4g}' for k, v in row.items()
                      if k in ('loss', 'accuracy', 'learning_rate', 'steps_per_second')})
     return dict(step=step, **row)
 

@@ -206,3 +206,24 @@ def test_fit_does_not_consume_the_callers_arrays():
   second = trainer.fit(state, _loader(data))  # the same initial state again
   for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_num_replicas_trains_independent_seeds_at_once():
+  data = _data()
+  model = TinyMLP()
+  tx = optim.sgd(0.1, momentum=0.9)
+  init = lambda key: model.init(key, data['x'][:2], train=False)  # noqa: E731
+  keys = jax.random.split(jax.random.key(5), 3)
+  stacked = state_lib.create_replicas(apply_fn=model.apply, init_fn=init, tx=tx, keys=keys)
+  config = _config(num_steps=8, num_replicas=3)
+  result = trainer_lib.Trainer(config).fit(stacked, _loader(data), eval_sets=dict(train=data))
+  assert len(result.evals[-1]['train']['accuracy']) == 3
+  for i in range(3):  # replica i equals a separate run from the same key
+    one = jax.tree.map(lambda x: x[i], stacked)
+    single = trainer_lib.Trainer(_config(num_steps=8)).fit(one, _loader(data))
+    for a, b in zip(jax.tree.leaves(single.state.params),
+                    jax.tree.leaves(jax.tree.map(lambda x: x[i], result.state.params))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # The replicas differ (different seeds).
+  first = jax.tree.leaves(result.state.params)[0]
+  assert not np.allclose(first[0], first[1])
