@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
-import subprocess
 import tempfile
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import matplotlib
+
+from research.train import metric_writers
 
 matplotlib.use('Agg')  # Figures go to files; no display is assumed.
 
@@ -70,38 +70,9 @@ def _jsonable(x):
   return str(x)
 
 
-def git_commit() -> Optional[str]:
-  try:
-    out = subprocess.run(
-        ['git', 'rev-parse', 'HEAD'], cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=10, check=True,
-    )
-    return out.stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
-def environment() -> dict:
-  """Versions of Python, JAX and Flax, the devices and the git commit."""
-  import jax
-  import flax
-  return dict(
-      python=platform.python_version(),
-      jax=jax.__version__,
-      flax=flax.__version__,
-      backend=jax.default_backend(),
-      devices=jax.device_count(),
-      processes=jax.process_count(),
-      git_commit=git_commit(),
-  )
-
-
 def write_config(workdir: str, config) -> None:
   """``config.json``: the config as run plus the environment it ran in."""
-  write_json(
-      os.path.join(workdir, 'config.json'),
-      dict(config=config.to_dict(), environment=environment()),
-  )
+  metric_writers.write_run_config(workdir, config.to_dict())
 
 
 def fail(field: str, value: Any, allowed: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
 import sys
 from typing import Optional
 
@@ -79,3 +81,35 @@ def read_metrics(workdir: str, prefix: Optional[str] = None) -> list[dict]:
   if prefix:
     rows = [r for r in rows if any(k.startswith(prefix) for k in r if k != 'step')]
   return rows
+
+
+def git_commit(cwd: Optional[str] = None) -> Optional[str]:
+  """The commit of the code that runs, or None outside a git checkout."""
+  cwd = cwd or os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True,
+                         text=True, timeout=10, check=True)
+    return out.stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def environment() -> dict:
+  """Versions of Python, JAX and Flax, the devices and the git commit."""
+  import flax
+  import jax
+  return dict(python=platform.python_version(), jax=jax.__version__,
+              flax=flax.__version__, backend=jax.default_backend(),
+              devices=jax.device_count(), processes=jax.process_count(),
+              git_commit=git_commit())
+
+
+def write_run_config(workdir: str, config: dict) -> None:
+  """``config.json``: the run's config and the environment it ran in (atomic)."""
+  path = os.path.join(workdir, 'config.json')
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(dict(config=config, environment=environment()), f, indent=2,
+              sort_keys=True, default=str)
+  os.replace(tmp, path)

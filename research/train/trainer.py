@@ -247,6 +247,9 @@ class Trainer:
     meta = dict(nonfinite_steps=0, nonfinite_in_row=0, snapshot_steps=[])
     if self.workdir and c.checkpoints:
       check_resume(self.workdir, self.run_config, c.resume)
+    if (self.workdir and self.run_config is not None and jax.process_index() == 0
+        and not os.path.exists(os.path.join(self.workdir, 'config.json'))):
+      metric_writers.write_run_config(self.workdir, self.run_config)
       checkpoints = ckpt_lib.Checkpoints(
           os.path.join(self.workdir, 'checkpoints'), c.keep_checkpoints)
       latest = checkpoints.latest_step() if c.resume != 'never' else None

@@ -50,7 +50,8 @@ def _config(**kw):
 
 def test_fit_learns_and_logs(tmp_path):
   data = _data()
-  result = trainer_lib.Trainer(_config(eval_every=10, tensorboard=True), str(tmp_path)).fit(
+  result = trainer_lib.Trainer(_config(eval_every=10, tensorboard=True), str(tmp_path),
+                               run_config=dict(lr=0.1)).fit(
       _state(), _loader(data), eval_sets=dict(train=data))
   assert int(result.state.step) == 30
   assert [e['step'] for e in result.evals] == [10, 20, 30]
@@ -62,6 +63,9 @@ def test_fit_learns_and_logs(tmp_path):
   assert any('train/accuracy' in l for l in lines)
   assert os.listdir(tmp_path / 'tensorboard')
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['30']
+  info = json.load(open(tmp_path / 'config.json'))
+  assert info['config'] == dict(lr=0.1)
+  assert set(info['environment']) >= {'python', 'jax', 'flax', 'git_commit'}
 
 
 def test_snapshots_are_taken_exactly_at_the_requested_steps(tmp_path):
