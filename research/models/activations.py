@@ -29,6 +29,12 @@ def _identity(x):
   return x
 
 
+def _gelu(x):
+  # The exact form x * Phi(x) of the paper (and PyTorch's default), not
+  # jax.nn.gelu's default tanh approximation.
+  return jax.nn.gelu(x, approximate=False)
+
+
 # name -> factory(alpha) -> activation.
 ACTIVATIONS: dict[str, Callable[[Optional[float]], Activation]] = {
     'sigmoid': lambda alpha: jax.nn.sigmoid,
@@ -37,7 +43,7 @@ ACTIVATIONS: dict[str, Callable[[Optional[float]], Activation]] = {
     'leaky_relu': lambda alpha: lambda x: jax.nn.leaky_relu(x, alpha),
     'elu': lambda alpha: lambda x: jax.nn.elu(x, alpha),
     'selu': lambda alpha: jax.nn.selu,
-    'gelu': lambda alpha: jax.nn.gelu,
+    'gelu': lambda alpha: _gelu,
     'silu': lambda alpha: jax.nn.silu,
     'swish': lambda alpha: jax.nn.silu,
     'softplus': lambda alpha: jax.nn.softplus,

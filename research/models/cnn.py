@@ -1,0 +1,160 @@
+"""Small convolutional networks: the MNIST-1D reference CNN and a 2-D CNN
+for MNIST and Fashion-MNIST."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import ml_collections
+from flax import linen as nn
+
+from research.models import activations as activations_lib
+from research.models import initializers as initializers_lib
+from research.models import layers
+
+__all__ = ['CNN', 'CNN1D', 'cnn_config', 'mnist1d_cnn_config']
+
+
+class CNN1D(nn.Module):
+  """The MNIST-1D reference CNN (``ConvBase`` of the paper's code).
+
+  Three 1-D convolutions of ``channels`` channels (kernels 5, 3, 3, stride 2,
+  zero padding 1, named ``conv_i``), each followed by the activation, then a
+  linear head on the flattened features (``head``). For length-40 inputs the
+  feature lengths are 19, 10, 5 and the model has 5,210 parameters. Features
+  are flattened length-major (PyTorch flattens channel-major): the same model
+  up to a permutation of the head's rows.
+
+  Inputs: ``(batch, length)`` or ``(batch, length, 1)``.
+
+  References:
+    Greydanus, Scaling down deep learning, 2020.
+  """
+  num_classes: int = 10
+  channels: int = 25
+  kernel_sizes: Sequence[int] = (5, 3, 3)
+  stride: int = 2
+  padding: int = 1
+  activation: str = 'relu'
+  activation_alpha: Optional[float] = None
+  init_name: str = 'auto'
+  init_scale: Optional[float] = None
+  dropout_rates: Sequence[float] = ()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, mc_dropout: bool = False):
+    act = activations_lib.get_activation(self.activation, self.activation_alpha)
+    rates = tuple(self.dropout_rates) or (0.0,) * len(self.kernel_sizes)
+    h = x.reshape((x.shape[0], -1, 1)) if x.ndim == 2 else x
+    for i, k in enumerate(self.kernel_sizes):
+      name = f'conv_{i}'
+      h = act(nn.Conv(
+          self.channels, (k,), strides=(self.stride,),
+          padding=((self.padding, self.padding),),
+          kernel_init=layers.kernel_init(self),
+          bias_init=initializers_lib.bias_init, name=name,
+      )(h))
+      layers.sow_activation(self, name, h)
+      h = layers.Dropout(rates[i], name=f'dropout_{i}')(h, train, mc_dropout)
+    h = h.reshape((h.shape[0], -1))
+    return nn.Dense(
+        self.num_classes, kernel_init=layers.kernel_init(self),
+        bias_init=initializers_lib.bias_init, name='head',
+    )(h)
+
+
+class CNN(nn.Module):
+  """A small 2-D CNN for 28x28 grey images (MNIST, Fashion-MNIST).
+
+  For each entry of ``features``: 3x3 convolution (SAME padding, ``conv_i``),
+  [BatchNorm], activation, 2x2 max pooling, dropout; then a hidden Dense
+  layer of ``hidden`` units (``dense``), [BatchNorm], activation, dropout,
+  and the linear head (``head``). ``dropout_rates`` has one rate per conv
+  block and one for the hidden Dense layer.
+
+  Inputs: ``(batch, h, w)`` or ``(batch, h, w, c)``.
+  """
+  num_classes: int = 10
+  features: Sequence[int] = (32, 64)
+  hidden: int = 128
+  activation: str = 'relu'
+  activation_alpha: Optional[float] = None
+  init_name: str = 'auto'
+  init_scale: Optional[float] = None
+  dropout_rates: Sequence[float] = ()
+  batch_norm: bool = False
+  bn_momentum: float = 0.9
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, mc_dropout: bool = False):
+    act = activations_lib.get_activation(self.activation, self.activation_alpha)
+    rates = tuple(self.dropout_rates) or (0.0,) * (len(self.features) + 1)
+    h = x[..., None] if x.ndim == 3 else x
+    for i, f in enumerate(self.features):
+      name = f'conv_{i}'
+      h = nn.Conv(
+          f, (3, 3), padding='SAME', use_bias=not self.batch_norm,
+          kernel_init=layers.kernel_init(self),
+          bias_init=initializers_lib.bias_init, name=name,
+      )(h)
+      if self.batch_norm:
+        h = layers.batch_norm(self, train, name=f'bn_{i}')(h)
+      h = act(h)
+      layers.sow_activation(self, name, h)
+      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+      h = layers.Dropout(rates[i], name=f'dropout_{i}')(h, train, mc_dropout)
+    h = h.reshape((h.shape[0], -1))
+    h = nn.Dense(
+        self.hidden, use_bias=not self.batch_norm,
+        kernel_init=layers.kernel_init(self),
+        bias_init=initializers_lib.bias_init, name='dense',
+    )(h)
+    if self.batch_norm:
+      h = layers.batch_norm(self, train, name='bn_dense')(h)
+    h = act(h)
+    layers.sow_activation(self, 'dense', h)
+    h = layers.Dropout(rates[-1], name='dropout_dense')(h, train, mc_dropout)
+    return nn.Dense(
+        self.num_classes, kernel_init=layers.kernel_init(self),
+        bias_init=initializers_lib.bias_init, name='head',
+    )(h)
+
+
+def _common(name, input_shape):
+  return dict(
+      name=name,
+      input_shape=input_shape,
+      num_classes=10,
+      activation='relu',
+      activation_alpha=None,
+      init='auto',
+      init_scale=None,
+      dropout_rate=0.0,
+      dropout_rates=(),
+      max_norm=0.0,
+      max_norm_layers='hidden',
+  )
+
+
+def mnist1d_cnn_config() -> ml_collections.ConfigDict:
+  """The MNIST-1D reference CNN: 25 channels, kernels (5, 3, 3), stride 2."""
+  return ml_collections.ConfigDict(dict(
+      _common('mnist1d_cnn', (40,)),
+      channels=25,
+      kernel_sizes=(5, 3, 3),
+      stride=2,
+      padding=1,
+  ))
+
+
+def cnn_config() -> ml_collections.ConfigDict:
+  """The 2-D CNN for MNIST and Fashion-MNIST."""
+  return ml_collections.ConfigDict(dict(
+      _common('cnn', (28, 28, 1)),
+      features=(32, 64),
+      hidden=128,
+      batch_norm=False,
+      bn_momentum=0.9,
+      bn_axis_name=None,
+  ))
