@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(pwd)"
-DEFAULT_STUDY="optimizer_trajectories"
+DEFAULT_STUDY="snapshot_ensembles"
 VENV="$ROOT/.venv"
 PYTHON_BIN="${PYTHON:-python3}"
 

@@ -34,6 +34,7 @@ from configs.snapshot_ensembles import ARMS
 from experiments import common
 from research import data as data_lib
 from research import models
+from research.analysis import propagation
 from research import optim
 from research.train import ensemble
 from research.train import state as state_lib
@@ -245,6 +246,66 @@ def verdict(summary: dict, config) -> list[str]:
   return lines
 
 
+def dead_units(model, members: list, x, y, num_examples: int = 500) -> list[float]:
+  """Per member: the fraction of hidden units that output 0 on every example
+  of a test batch (dead ReLUs), from the propagation probe."""
+  out = []
+  for variables in members:
+    probe = propagation.propagation_probe(model, variables, x[:num_examples],
+                                          y[:num_examples])
+    dead = np.asarray(probe['dead'], np.float64)
+    out.append(float(np.nanmean(dead[:-1])) if dead.size > 1 else float(np.nanmean(dead)))
+  return out
+
+
+def diagnose(per_seed: list[dict], config) -> list[str]:
+  """Why a cyclic arm may lose: members at chance level after a restart.
+
+  A member is at chance when its test error is within 2 points of
+  ``1 - 1/C`` (it predicts one class). For such arms the training loss right
+  after the first restart and at the end are reported: a jump followed by a
+  loss stuck at ``ln C`` means the restart killed the network (dead ReLUs).
+  """
+  num_classes = config.model.num_classes
+  chance = 1.0 - 1.0 / num_classes
+  period = -(-config.budget_steps // config.num_snapshots)
+  lines = []
+  for arm in per_seed[0]:
+    if not arm.startswith('snapshot_'):
+      continue
+    dead = [(i, sum(e >= chance - 0.02 for e in s[arm]['eval']['members']['error']))
+            for i, s in enumerate(per_seed)]
+    if not any(n for _, n in dead):
+      continue
+    jumps = []
+    for i, s in enumerate(per_seed):
+      after = [h['loss'] for h in s[arm]['history'] if period < h['step'] <= 2 * period]
+      if after:
+        jumps.append(f'seed {i}: {max(after):.2f} after the restart, '
+                     f'{s[arm]["history"][-1]["loss"]:.2f} at the end')
+    total = sum(n for _, n in dead)
+    dead_at_chance = [
+        d for s in per_seed
+        for d, e in zip(s[arm]['dead_units'], s[arm]['eval']['members']['error'])
+        if e >= chance - 0.02]
+    single_dead = [d for s in per_seed if 'single' in s for d in s['single']['dead_units']]
+    lines.append(
+        f'- {_label(arm)}: {total} of {config.num_snapshots * len(per_seed)} snapshots '
+        f'predict at chance level (error >= {(chance - 0.02) * 100:.0f} %). Training '
+        f'loss: {"; ".join(jumps)} (ln {num_classes} = {np.log(num_classes):.2f}). '
+        f'In those snapshots {np.mean(dead_at_chance) * 100:.0f} % of the hidden units '
+        'are dead (zero on every test example)'
+        + (f', against {np.mean(single_dead) * 100:.0f} % in the single model'
+           if single_dead else '')
+        + '. So the jump back to alpha_0 after the first cycle throws the network out '
+        'of its minimum and kills its ReLUs; a dead network gets no gradient, so more '
+        'steps or more cycles cannot bring it back. The model here '
+        f'(`{config.model.name}`) has no normalization layer, whereas the paper\'s '
+        'ResNets have BatchNorm, which absorbs such restarts. The protocol '
+        '(alpha_0) is kept as the paper has it rather than tuned until it wins.')
+  return lines
+
+
 def _figures(workdir, summary, per_seed, config):
   m = config.num_snapshots
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -336,11 +397,12 @@ def run(config, workdir):
     per_seed.append({
         arm: dict(eval=evaluate_members(model, members, x_test, y_test,
                                         config.train.eval_batch_size),
-                  seconds=seconds, history=history)
+                  seconds=seconds, history=history,
+                  dead_units=dead_units(model, members, x_test, y_test))
         for arm, (members, seconds, history) in arms.items()
     })
   summary = summarize(per_seed)
-  lines = verdict(summary, config)
+  lines = verdict(summary, config) + diagnose(per_seed, config)
   _figures(workdir, summary, per_seed, config)
   common.atomic_write(os.path.join(workdir, 'results.md'), _markdown(summary, config, lines))
   results = dict(summary=summary, per_seed=per_seed, verdict=lines)

@@ -138,7 +138,7 @@ class PerformanceScheduling:
   name = 'performance_scheduling'
 
   def __init__(self, monitor: str = 'validation/loss', factor: float = 0.1,
-               patience: int = 5, cooldown: int = 0, min_scale: float = 0.0,
+               patience: int = 10, cooldown: int = 0, min_scale: float = 0.0,
                rtol: float = 1e-4, atol: float = 0.0, mode: str = 'min',
                hyperparam: str = 'learning_rate'):
     self.monitor, self.hyperparam = monitor, hyperparam

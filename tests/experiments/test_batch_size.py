@@ -1,0 +1,69 @@
+"""The batch_size study: config checks and the smoke scale end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import batch_size as config_lib
+from experiments import batch_size
+
+
+@pytest.mark.parametrize('field, value', [
+    ('batch_sizes', '1,10,huge'),
+    ('batch_sizes', '0,full'),
+    ('batch_sizes', '1,2000'),  # > data.num_train = 1500
+    ('learning_rates', (0.1, 0.1)),  # one rate per batch size
+    ('learning_rates', (0.1, 0.1, -1.0, 0.1)),
+    ('dispatch', 'scan,warp'),
+    ('epochs', 0),
+    ('data.num_train', 0),
+    ('data.condition_number', 0.5),
+])
+def test_bad_config_names_the_field(field, value):
+  config = config_lib.get_config('smoke')
+  parent, _, leaf = field.rpartition('.')
+  (config[parent] if parent else config)[leaf] = value
+  with pytest.raises(ValueError, match=r'config\.' + field.replace('.', r'\.')):
+    batch_size.validate(config)
+  with pytest.raises(ValueError, match='scale'):
+    config_lib.get_config('huge')
+
+
+def test_default_config_is_valid():
+  batch_size.validate(config_lib.get_config())
+
+
+def test_feature_scales_give_the_condition_number():
+  scales = batch_size.feature_scales(5, 100.0)
+  assert scales[0] == 1.0
+  assert (scales[0] / scales[-1]) ** 2 == pytest.approx(100.0)
+  assert np.all(np.diff(scales) < 0)
+
+
+def test_smoke_runs_end_to_end(tmp_path):
+  config = config_lib.get_config('smoke')
+  results = batch_size.run(config, str(tmp_path))
+  for name in ('config.json', 'results.json', 'results.md', 'curves.png'):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  json.loads((tmp_path / 'results.json').read_text())
+  assert 'ms / epoch (step)' in (tmp_path / 'results.md').read_text()
+  arms = results['arms']
+  n = config.data.num_train
+  assert [a['batch_size'] for a in arms.values()] == [1, 10, 100, n]
+  for arm in arms.values():
+    for mode in ('scan', 'step'):
+      r = arm['runs'][mode][0]
+      assert r['examples'][-1] == config.epochs * (n // arm['batch_size']) * arm['batch_size']
+      assert np.all(np.diff(r['seconds']) >= 0)
+      assert r['loss'][-1] < 0.2 * r['loss'][0]  # every arm learns
+  # Per example, small batches make more progress: after one epoch batch 1 is
+  # below the full batch's loss (one gradient step).
+  one = lambda arm: arm['runs']['scan'][0]['loss'][  # noqa: E731
+      arm['runs']['scan'][0]['examples'].index(n)]
+  assert one(arms['1']) < one(arms['full'])
+  # Per epoch, batch 1 makes 1500 calls from Python, the full batch one: it
+  # takes far more wall clock.
+  step = lambda name: arms[name]['runs']['step'][0]['seconds_per_epoch']  # noqa: E731
+  assert step('1') > 10 * step('full')
