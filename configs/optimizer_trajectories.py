@@ -13,12 +13,14 @@ def get_config(arg=None):
   config.textbook = ml_collections.ConfigDict(dict(steps=20, start=(-5.0, -2.0)))
   # Rosenbrock (1 - x)^2 + 100 (y - x^2)^2 from (-1.5, 2): every optimizer,
   # or a comma-separated subset of names.
-  config.rosenbrock = ml_collections.ConfigDict(
-      dict(steps=2000, start=(-1.5, 2.0), optimizers='all')
-  )
+  config.rosenbrock = ml_collections.ConfigDict(dict(
+      steps=2000, start=(-1.5, 2.0), optimizers='all',
+      learning_rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+  ))
   if arg == 'smoke':
     config.rosenbrock.steps = 100
-    config.rosenbrock.optimizers = 'sgd,adam,rmsprop'
+    config.rosenbrock.optimizers = 'sgd,adam,rmsprop,lbfgs'
+    config.rosenbrock.learning_rates = (1e-3, 1e-2)
   elif arg not in (None, ''):
     raise ValueError(f'optimizer_trajectories: unknown scale {arg!r}; allowed: smoke or none.')
   return config

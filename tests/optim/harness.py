@@ -39,6 +39,18 @@ def _draw(rng: np.random.Generator, shape, dtype, scale=1.0):
   return jnp.asarray(x, dtype=dtype)
 
 
+def _loss(params, target, curvature, noise, step):
+  noise = jax.tree.map(lambda n: n[step], noise)
+  quad = jax.tree.map(
+      lambda p, t, c: jnp.sum(0.5 * c * jnp.abs(p - t) ** 2), params, target, curvature)
+  lin = jax.tree.map(lambda p, n: jnp.sum(jnp.real(jnp.conj(n) * p)), params, noise)
+  return sum(jax.tree.leaves(quad)) + sum(jax.tree.leaves(lin))
+
+
+# One compiled gradient per dtype for every trajectory of the test session.
+_value_and_grad = jax.jit(jax.value_and_grad(_loss))
+
+
 @dataclasses.dataclass
 class Problem:
   """A reference problem; ``loss(params, step)`` and ``grad(params, step)``."""
@@ -49,16 +61,13 @@ class Problem:
   noise: Any  # one tree per step, stacked on a leading axis
 
   def loss(self, params, step=0):
-    noise = jax.tree.map(lambda n: n[step], self.noise)
-    quad = jax.tree.map(
-        lambda p, t, c: jnp.sum(0.5 * c * jnp.abs(p - t) ** 2),
-        params, self.target, self.curvature,
-    )
-    lin = jax.tree.map(lambda p, n: jnp.sum(jnp.real(jnp.conj(n) * p)), params, noise)
-    return sum(jax.tree.leaves(quad)) + sum(jax.tree.leaves(lin))
+    return _loss(params, self.target, self.curvature, self.noise, step)
 
   def grad(self, params, step=0):
-    return jax.grad(self.loss)(params, step)
+    return self.value_and_grad(params, step)[1]
+
+  def value_and_grad(self, params, step=0):
+    return _value_and_grad(params, self.target, self.curvature, self.noise, step)
 
 
 def make_problem(dtype=jnp.float32, seed: int = 0, steps: int = 100) -> Problem:
@@ -99,7 +108,7 @@ def run_trajectory(
   """
   params = problem.params
   state = opt.init(params)
-  value_and_grad = jax.jit(jax.value_and_grad(problem.loss))
+  value_and_grad = problem.value_and_grad
   if extra_args:
     def step_fn(grads, state, params, value, step):
       value_fn = lambda p: problem.loss(p, step)  # noqa: E731
