@@ -237,6 +237,7 @@ class Trainer:
           ) -> FitResult:
     c = self.config
     eval_sets = eval_sets or {}
+    self.should_stop = False  # one Trainer (one compilation) serves many runs
     if data.batch_size != c.batch_size:
       raise ValueError(
           f'config.train.batch_size={c.batch_size} but the data yields global '
