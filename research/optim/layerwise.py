@@ -194,24 +194,41 @@ def scale_by_novograd(
         nu=jax.tree.map(lambda p: jnp.zeros([], p.dtype), params),
     )
 
+  def sq_norm(g):
+    return jnp.linalg.norm(g) ** 2
+
+  def normalize(updates, params, nu):
+    return jax.tree.map(
+        lambda g, p, v: g / (jnp.sqrt(v + eps_root) + eps) + weight_decay * p,
+        updates, params, nu,
+    )
+
+  # The two branches of lax.cond below; defined once so that the compiled
+  # branches are cached across calls without jit.
+  def first_moments(updates, params, nu, mu):
+    nu = jax.tree.map(lambda g, v: sq_norm(g).astype(v.dtype), updates, nu)
+    return nu, otu.tree_cast_like(normalize(updates, params, nu), mu)
+
+  def later_moments(updates, params, nu, mu):
+    nu = otu.tree_update_moment(jax.tree.map(sq_norm, updates), nu, b2, 1)
+    mu = jax.tree.map(
+        lambda m, d: (b1 * m + d).astype(m.dtype),
+        mu, normalize(updates, params, nu),
+    )
+    return nu, mu
+
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     checks.require_params(params, fn)
     count = otu.safe_increment(state.count)
-    first = count == 1
-
-    def new_nu(g, v):
-      sq = jnp.linalg.norm(g) ** 2
-      return jnp.where(first, sq, (1 - b2) * sq + b2 * v).astype(v.dtype)
-
-    def new_mu(g, p, v, m):
-      d = g / (jnp.sqrt(v + eps_root) + eps) + weight_decay * p
-      return jnp.where(first, d, b1 * m + d)
-
-    nu = jax.tree.map(new_nu, updates, state.nu)
-    mu = jax.tree.map(new_mu, updates, params, nu, state.mu)
-    mu = otu.tree_cast(mu, mu_dtype)
-    return mu, ScaleByNovogradState(count=count, mu=mu, nu=nu)
+    # The first step starts both moments from the current gradient, not from
+    # an average with zero.
+    nu, mu = jax.lax.cond(
+        count == 1, first_moments, later_moments,
+        updates, params, state.nu, state.mu,
+    )
+    new_updates = otu.tree_cast_like(mu, updates)
+    return new_updates, ScaleByNovogradState(count=count, mu=mu, nu=nu)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)
 
