@@ -3,8 +3,9 @@
 For each optimizer and each tree, the jitted step
 ``(params, state) -> apply_updates(params, update(grads, state, params))`` with
 params and state donated is compiled for both libraries; then ``--rounds``
-rounds alternate ``--calls`` calls of ours with ``--calls`` calls of Optax's.
-The table reports the median per-call time of each and their ratio
+rounds alternate ``--calls`` calls of ours with as many of Optax's (which of
+the two goes first alternates between rounds; ``--calls=0`` picks enough calls
+for about 0.1 s per timing). The table reports the median per-call time of each and their ratio
 (ours / Optax: below 1 is faster). Results go to
 ``runs/benchmarks/optim_update/<timestamp>/results.json``.
 
@@ -29,7 +30,8 @@ from research import optim
 _OPTIMIZERS = flags.DEFINE_string('optimizers', 'all', 'Comma-separated names or "all".')
 _TREES = flags.DEFINE_string('trees', 'all', 'Comma-separated tree names or "all".')
 _ROUNDS = flags.DEFINE_integer('rounds', 15, 'Alternating rounds per row.')
-_CALLS = flags.DEFINE_integer('calls', 10, 'Calls per timing in a round.')
+_CALLS = flags.DEFINE_integer(
+    'calls', 0, 'Calls per timing in a round; 0 picks enough for ~0.1 s.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 LR = 1e-3
@@ -133,6 +135,8 @@ def measure(label, tree, rounds, calls):
   needs_value = label in NEEDS_VALUE
   ours = Runner(_factory(optim, label)(**kwargs), shapes, needs_value)
   ref = Runner(_factory(optax, label)(**kwargs), shapes, needs_value)
+  if not calls:  # enough calls that one timing lasts ~0.1 s
+    calls = max(2, min(200, int(0.1 / max(ref.time(2) / 1e3, 1e-6))))
   ours_ms, ref_ms = [], []
   for r in range(rounds):
     # Alternate which goes first, so neither always follows the other.
@@ -140,7 +144,8 @@ def measure(label, tree, rounds, calls):
     for runner, times in pair:
       times.append(runner.time(calls))
   o, f = statistics.median(ours_ms), statistics.median(ref_ms)
-  return dict(optimizer=label, tree=tree, ours_ms=o, reference_ms=f, ratio=o / f)
+  return dict(optimizer=label, tree=tree, ours_ms=o, reference_ms=f, ratio=o / f,
+              calls=calls, rounds=rounds)
 
 
 def main(argv):
