@@ -1,0 +1,92 @@
+"""Optimizers compared on MNIST-1D: nine optimizers, defaults and a rate sweep.
+
+Scales:
+  smoke      seconds; used by the tests (two optimizers, one seed).
+  (default)  minutes on a CPU: the MLP, every optimizer at its usual default
+             learning rate and at 1/10, 1/3, 3, 10 and 30 times it, 3000 steps,
+             3 seeds; the MNIST-1D paper's reference setting for the MLP.
+  reference  the paper's reference setting alone (Adam, learning rate 1e-2,
+             batch 100, 8000 steps) for the MLP and the CNN, 3 seeds.
+  paper      the full grid on the MLP and the CNN with 8000 steps per run,
+             plus the reference setting for both (hours on a CPU; minutes on
+             an accelerator).
+
+The learning rate of each run is ``default_lr[optimizer] * factor`` for the
+factors in ``lr_factors``; the best one is chosen on a validation set carved
+from the training split (mean over seeds), and reported on the test set.
+"""
+
+import ml_collections
+
+from research import data as data_lib
+from research.train import trainer as trainer_lib
+
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adadelta',
+              'adam', 'nadam', 'adamw')
+MODELS = ('mnist1d_mlp', 'mnist1d_cnn')
+
+# The usual default learning rates (Keras and PyTorch; Adadelta's 1.0 is
+# Zeiler's form without a rate, which is also PyTorch's default; Nadam's 2e-3
+# is Keras' and PyTorch's).
+DEFAULT_LR = dict(sgd=1e-2, momentum=1e-2, nesterov=1e-2, adagrad=1e-2,
+                  rmsprop=1e-3, adadelta=1.0, adam=1e-3, nadam=2e-3, adamw=1e-3)
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_seeds = 3
+  c.models = 'mnist1d_mlp'              # the sweep's models (comma-separated; '' for none)
+  c.optimizers = ','.join(OPTIMIZERS)
+  c.default_lr = ml_collections.ConfigDict(DEFAULT_LR)
+  c.lr_factors = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)   # 1.0: the usual default
+  c.momentum = 0.9                      # for 'momentum' and 'nesterov'
+  c.adamw_weight_decay = 1e-2           # PyTorch's default (optax's is 1e-4)
+  c.num_steps = 3000
+  c.batch_size = 100
+  c.validation_count = 500              # carved from the 4000 training examples
+  c.log_every = 50                      # steps between logged minibatch losses
+  c.eval_every = 250                    # steps between full-split evaluations (curves)
+
+  # The MNIST-1D paper's setting (Greydanus, 2020, train.py get_model_args):
+  # Adam, learning rate 1e-2, no weight decay, batch 100, 8000 steps, on the
+  # whole training split (no validation carved out).
+  c.reference = ml_collections.ConfigDict(dict(
+      models='mnist1d_mlp', learning_rate=1e-2, batch_size=100, num_steps=8000,
+      num_seeds=3))
+
+  c.data = data_lib.default_config()
+  c.data.name = 'mnist1d'
+  c.data.seed = 0                       # the validation split; fixed across seeds
+
+  c.train = trainer_lib.default_config()
+  c.train.eval_batch_size = 500         # divides every split: one compiled eval shape
+  c.train.steps_per_dispatch = 50
+  c.train.data_on_device = True
+  c.train.checkpoints = False
+  c.train.tensorboard = False
+  c.train.progress = False
+
+  if arg == 'smoke':
+    c.num_seeds = 1
+    c.optimizers = 'sgd,adam'
+    c.lr_factors = (1.0, 10.0)
+    c.num_steps = 100
+    c.log_every = 10
+    c.eval_every = 50
+    c.train.steps_per_dispatch = 10
+    c.reference.num_steps = 100
+    c.reference.num_seeds = 1
+  elif arg == 'reference':
+    c.models = ''
+    c.reference.models = ','.join(MODELS)
+  elif arg == 'paper':
+    c.models = ','.join(MODELS)
+    c.num_steps = 8000
+    c.eval_every = 500
+    c.reference.models = ','.join(MODELS)
+  elif arg not in (None, ''):
+    raise ValueError(
+        f'optimizers_compared: unknown scale {arg!r}; allowed: smoke, reference, '
+        'paper, or none for the default.')
+  return c
