@@ -70,7 +70,14 @@ case "${1:-}" in
     if [[ " $* " != *" -n "* && " $* " != *" -n="* ]]; then
       n_flag=(-n "${TEST_WORKERS:-auto}")
     fi
-    exec "$VENV/bin/python" -m pytest "${n_flag[@]}" "$@"
+    # A temp root of its own: pytest prunes old "pytest-of-USER/pytest-N"
+    # folders, which would delete the live tmp_path of a concurrent session.
+    export PYTEST_DEBUG_TEMPROOT
+    PYTEST_DEBUG_TEMPROOT="$(mktemp -d "${TMPDIR:-/tmp}/research-tests.XXXXXX")"
+    rc=0
+    "$VENV/bin/python" -m pytest "${n_flag[@]}" "$@" || rc=$?
+    rm -rf "$PYTEST_DEBUG_TEMPROOT"
+    exit "$rc"
     ;;
   bench)
     shift
