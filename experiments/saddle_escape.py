@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common
+from research import models
 from research import optim
 from research.analysis import hessian
 from research.optim import saddle
@@ -382,37 +383,22 @@ def run_chain(config, names, key):
 
 # --- Network: the MNIST-1D MLP and its Hessian. ------------------------------
 
-def mlp_sizes(width: int) -> tuple[int, ...]:
-  return (40, width, width, 10)
+def mlp_config(width: int):
+  """The MNIST-1D MLP baseline (40 -> relu(width) -> h + relu(W h) -> 10)."""
+  config = models.default_config('mnist1d_mlp')
+  config.width = width
+  return config
 
 
 def mlp_num_params(width: int) -> int:
-  s = mlp_sizes(width)
-  return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+  return models.count_params(mlp_config(width))
 
 
-def mlp_init(key, width: int):
-  """PyTorch's default Linear init, U(+-1/sqrt(fan_in)), as in MNIST-1D's code."""
-  params = []
-  for k, (a, b) in zip(jax.random.split(key, 3), zip(mlp_sizes(width)[:-1],
-                                                     mlp_sizes(width)[1:])):
-    kw, kb = jax.random.split(k)
-    bound = 1.0 / np.sqrt(a)
-    params.append(dict(w=jax.random.uniform(kw, (a, b), minval=-bound, maxval=bound),
-                       b=jax.random.uniform(kb, (b,), minval=-bound, maxval=bound)))
-  return params
-
-
-def mlp_apply(params, x):
-  """40 -> relu(100) -> h + relu(W h) -> 10 (MNIST-1D's MLP baseline)."""
-  h = jax.nn.relu(x @ params[0]['w'] + params[0]['b'])
-  h = h + jax.nn.relu(h @ params[1]['w'] + params[1]['b'])
-  return h @ params[2]['w'] + params[2]['b']
-
-
-def cross_entropy(params, x, y):
-  logits = mlp_apply(params, x)
-  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+def make_cross_entropy(model) -> Callable:
+  def cross_entropy(params, x, y):
+    logits = model.apply({'params': params}, x)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+  return cross_entropy
 
 
 def load_mnist1d() -> dict:
@@ -427,6 +413,8 @@ def run_network(config, key, data=None):
   x_tr, y_tr = jnp.asarray(data['x_train']), jnp.asarray(data['y_train'])
   x_te, y_te = jnp.asarray(data['x_test']), jnp.asarray(data['y_test'])
   x_h, y_h = x_tr[:net.hessian_batch], y_tr[:net.hessian_batch]
+  model = models.build_model(mlp_config(net.width))
+  cross_entropy = make_cross_entropy(model)
   hess_loss = lambda p: cross_entropy(p, x_h, y_h)  # noqa: E731  one object: one compile
   n_train = x_tr.shape[0]
   per_epoch = n_train // net.batch_size
@@ -436,7 +424,7 @@ def run_network(config, key, data=None):
       for e in range(epochs)]).reshape(-1, net.batch_size)[:net.steps]
   checkpoints = sorted(set(np.linspace(0, net.steps, net.checkpoints + 1).astype(int)))
   key_init, key_h = jax.random.split(key)
-  params0 = mlp_init(key_init, net.width)
+  params0 = model.init(key_init, x_tr[:1])['params']
   results = {}
   for name in common.split_names(net.optimizers):
     lr = net['lr_' + name]
@@ -453,7 +441,7 @@ def run_network(config, key, data=None):
 
     @jax.jit
     def evaluate(params):
-      acc = jnp.mean(jnp.argmax(mlp_apply(params, x_te), -1) == y_te)
+      acc = jnp.mean(jnp.argmax(model.apply({'params': params}, x_te), -1) == y_te)
       grad = jax.grad(hess_loss)(params)
       return cross_entropy(params, x_tr, y_tr), acc, optim.tree.tree_norm(grad)
 

@@ -246,11 +246,14 @@ class Trainer:
     start_time = time.perf_counter()
     checkpoints = None
     meta = dict(nonfinite_steps=0, nonfinite_in_row=0, snapshot_steps=[])
+    if self.workdir:
+      os.makedirs(self.workdir, exist_ok=True)
     if self.workdir and c.checkpoints:
       check_resume(self.workdir, self.run_config, c.resume)
     if (self.workdir and self.run_config is not None and jax.process_index() == 0
         and not os.path.exists(os.path.join(self.workdir, 'config.json'))):
       metric_writers.write_run_config(self.workdir, self.run_config)
+    if self.workdir and c.checkpoints:
       checkpoints = ckpt_lib.Checkpoints(
           os.path.join(self.workdir, 'checkpoints'), c.keep_checkpoints)
       latest = checkpoints.latest_step() if c.resume != 'never' else None
