@@ -195,17 +195,20 @@ class PMap(Strategy):
 
 
 def make_strategy(parallel: str, loss: str = 'cross_entropy', l1: float = 0.0,
-                  l2: float = 0.0, grad_norms: bool = False, num_replicas: int = 1):
+                  l2: float = 0.0, grad_norms: bool = False, num_replicas: int = 1,
+                  **step_options):
   """The strategy with its compiled train and eval steps.
 
   With ``num_replicas > 1`` the state carries a leading replica axis (see
   ``state.create_replicas``) and every step is vmapped over it: N models with
-  different seeds train on the same batches in one program.
+  different seeds train on the same batches in one program. ``step_options``
+  go to ``steps.make_train_step`` (log_every, num_steps, nonfinite_check).
   """
   if parallel not in STRATEGIES:
     raise ValueError(f'parallel={parallel!r} is unknown; allowed: {", ".join(STRATEGIES)}.')
   axis = AXIS if parallel == 'pmap' else None
-  train_step = steps.make_train_step(loss, l1, l2, axis_name=axis, grad_norms=grad_norms)
+  train_step = steps.make_train_step(loss, l1, l2, axis_name=axis, grad_norms=grad_norms,
+                                     **step_options)
   eval_step = steps.make_eval_step(loss, axis_name=axis)
   if num_replicas > 1:
     train_step = jax.vmap(train_step, in_axes=(0, None))

@@ -55,13 +55,8 @@ def learning_rate_of(opt_state) -> Optional[jax.Array]:
   return found[0] if found else None
 
 
-def _all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+def _grad_sq(tree) -> jax.Array:
+  return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
 
 
 def _mask(batch) -> jax.Array:
@@ -70,18 +65,24 @@ def _mask(batch) -> jax.Array:
   return jnp.ones((batch['x'].shape[0],), jnp.float32)
 
 
+NONFINITE_CHECKS = ('grads', 'loss')
+
+
 def make_train_step(
     loss: str = 'cross_entropy',
     l1: float = 0.0,
     l2: float = 0.0,
     axis_name: Optional[str] = None,
     grad_norms: bool = False,
+    log_every: int = 1,
+    nonfinite_check: str = 'grads',
+    num_steps: int = 0,
 ):
   """Builds ``train_step(state, batch) -> (state, metrics)``.
 
   The objective is ``mean_loss + l2 * sum ||W||^2 / 2 + l1 * sum |W|`` over
-  kernels. A step whose loss or gradients are not finite leaves the state
-  unchanged except for ``step`` and reports ``nonfinite = 1``.
+  kernels. A step found non-finite leaves the state unchanged except for
+  ``step`` and reports ``nonfinite = 1``.
 
   Args:
     loss: 'cross_entropy' (integer labels) or 'mse'.
@@ -89,7 +90,17 @@ def make_train_step(
     axis_name: the pmap axis to average over, or None under jit.
     grad_norms: also report the gradient norm of every layer (the vanishing /
       exploding-gradient diagnostic).
+    log_every, num_steps: the diagnostics (accuracy, gradient norms) are
+      computed only on the steps the Trainer logs, ``t`` (1-based) with
+      ``t % log_every == 0`` or ``t == num_steps``; elsewhere they are 0. The
+      loss is computed at every step.
+    nonfinite_check: 'grads' checks the loss and every gradient at every step
+      (one extra pass over the gradients); 'loss' checks the loss only, which
+      is cheaper for tiny models; gradients are then checked at logged steps.
   """
+  if nonfinite_check not in NONFINITE_CHECKS:
+    raise ValueError(f'nonfinite_check={nonfinite_check!r} is unknown; allowed: '
+                     f'{", ".join(NONFINITE_CHECKS)}.')
   per_example = losses.get_loss(loss)
   classify = loss == 'cross_entropy'
 
@@ -118,35 +129,50 @@ def make_train_step(
     (total, (data_loss, outputs, new_vars)), grads = jax.value_and_grad(
         objective, has_aux=True)(state.params)
     batch_stats = new_vars.get('batch_stats', state.batch_stats)
-    metrics = dict(loss=data_loss, objective=total)
-    if classify:
-      metrics['accuracy'] = losses.masked_mean(losses.correct(outputs, batch['y']), mask)
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       batch_stats = jax.lax.pmean(batch_stats, axis_name)
+    t = state.step + 1
+    logged = (t % log_every == 0) | (t == num_steps)
+    check_grads = nonfinite_check == 'grads'
+
+    def diagnostics(_):
+      d = {} if check_grads else dict(grad_sq=_grad_sq(grads))
+      if classify:
+        d['accuracy'] = losses.masked_mean(losses.correct(outputs, batch['y']), mask)
+      if grad_norms:
+        d['layer_grad_norms'] = layer_grad_norms(grads)
+      return d
+
+    shapes = jax.eval_shape(diagnostics, None)
+    diag = jax.lax.cond(logged, diagnostics,
+                        lambda _: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes),
+                        None)
+    # The squared norm is finite iff every gradient is (one that overflows
+    # float32 counts as non-finite).
+    grad_sq = _grad_sq(grads) if check_grads else diag['grad_sq']
+    metrics = dict(loss=data_loss, objective=total)
+    if classify:
+      metrics['accuracy'] = diag['accuracy']
+    if axis_name is not None:
       metrics = jax.lax.pmean(metrics, axis_name)
-    finite = jnp.isfinite(metrics['objective']) & _all_finite(grads)
-
-    def apply(_):
-      updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-      params = jax.tree.map(
-          lambda p, u: (p + u).astype(p.dtype), state.params, updates)
-      return params, opt_state, batch_stats
-
-    def skip(_):
-      return state.params, state.opt_state, state.batch_stats
-
-    params, opt_state, batch_stats = jax.lax.cond(finite, apply, skip, None)
+    finite = jnp.isfinite(metrics['objective']) & jnp.isfinite(grad_sq)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), state.params, updates)
+    # A select, not lax.cond: XLA fuses it into the update, where a conditional
+    # would keep the old state alive and copy it.
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state,
-        batch_stats=batch_stats)
-    metrics['grad_norm'] = _global_norm(grads)
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        batch_stats=keep(batch_stats, state.batch_stats))
+    metrics['grad_norm'] = jnp.sqrt(grad_sq)
     lr = learning_rate_of(opt_state)  # the rate applied at this step
     if lr is not None:
       metrics['learning_rate'] = jnp.asarray(lr, jnp.float32)
     metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
     if grad_norms:
-      metrics['layer_grad_norms'] = layer_grad_norms(grads)
+      metrics['layer_grad_norms'] = diag['layer_grad_norms']
     return new_state, metrics
 
   return train_step

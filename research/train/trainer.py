@@ -64,6 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
       checkpoints=True,
       snapshot_steps=(),        # steps after which params are kept (1-based)
       max_nonfinite_in_row=10,
+      nonfinite_check='grads',  # 'grads': loss and gradients every step; 'loss'
       resume='auto',            # 'auto' | 'force' | 'never'
       progress=True,
       tensorboard=True,
@@ -88,6 +89,8 @@ def validate_config(c) -> None:
   need(c.checkpoint_every >= 0, 'checkpoint_every', '>= 0')
   need(c.keep_checkpoints >= 1, 'keep_checkpoints', '>= 1')
   need(c.max_nonfinite_in_row >= 1, 'max_nonfinite_in_row', '>= 1')
+  need(c.nonfinite_check in steps_lib.NONFINITE_CHECKS, 'nonfinite_check',
+       ', '.join(repr(x) for x in steps_lib.NONFINITE_CHECKS))
   need(c.num_replicas >= 1, 'num_replicas', '>= 1')
   need(c.resume in ('auto', 'force', 'never'), 'resume', "'auto', 'force' or 'never'")
   need(all(1 <= s <= c.num_steps for s in c.snapshot_steps), 'snapshot_steps',
@@ -136,6 +139,15 @@ def _check_finite_source(source) -> None:
     _check_finite(arrays, 'the training data')
 
 
+def _check_finite_state(state, step: int) -> None:
+  """A checkpoint is never written from a state with non-finite params."""
+  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params)):
+    raise NonFiniteError(
+        f'the params are not finite at step {step}; no checkpoint was written '
+        'and the last good one is kept. Use nonfinite_check=\'grads\' to skip '
+        'such steps, lower the learning rate or add gradient clipping.')
+
+
 def _config_for_comparison(config_json: dict) -> dict:
   cfg = dict(config_json.get('config', config_json))
   cfg.pop('resume', None)
@@ -174,7 +186,8 @@ class Trainer:
           'hooks (early stopping, performance scheduling): they decide for one run.')
     self.strategy = parallel_lib.make_strategy(
         config.parallel, config.loss, config.l1, config.l2, config.log_grad_norms,
-        config.num_replicas)
+        config.num_replicas, log_every=config.log_every, num_steps=config.num_steps,
+        nonfinite_check=config.nonfinite_check)
 
   # --- evaluation ---------------------------------------------------------
 
@@ -322,7 +335,9 @@ class Trainer:
             pending = []
           meta['hooks'] = {h.name: h.state_dict() for h in self.hooks
                            if hasattr(h, 'state_dict')}
-          checkpoints.save(step, ckpt_lib.state_tree(self.host_state(state)), meta)
+          host = self.host_state(state)
+          _check_finite_state(host, step)
+          checkpoints.save(step, ckpt_lib.state_tree(host), meta)
       for hook in self.hooks:
         if hasattr(hook, 'finalize'):
           final = hook.finalize(self, state)

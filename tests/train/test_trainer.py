@@ -89,11 +89,14 @@ def test_steps_per_dispatch_gives_the_same_run():
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
-def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
+@pytest.mark.parametrize('check', ['grads', 'loss'])
+def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path, check):
   data = _data()
   # A huge learning rate blows the loss up within a few steps.
-  config = _config(num_steps=200, max_nonfinite_in_row=3, log_every=1, checkpoint_every=2)
-  with pytest.raises(trainer_lib.NonFiniteError, match='3 steps in a row'):
+  config = _config(num_steps=200, max_nonfinite_in_row=3, log_every=1, checkpoint_every=2,
+                   nonfinite_check=check)
+  with pytest.raises(trainer_lib.NonFiniteError,
+                     match='3 steps in a row' if check == 'grads' else 'not finite|in a row'):
     trainer_lib.Trainer(config, str(tmp_path)).fit(
         _state(optim.sgd(1e12), batch_norm=False), _loader(data))
   # The last good checkpoint is still there and restores finite params.
