@@ -18,8 +18,8 @@ from the training split (mean over seeds), and reported on the test set.
 
 import ml_collections
 
+from configs import common
 from research import data as data_lib
-from research.train import trainer as trainer_lib
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adadelta',
               'adam', 'nadam', 'adamw')
@@ -59,13 +59,8 @@ def get_config(arg=None):
   c.data.name = 'mnist1d'
   c.data.seed = 0                       # the validation split; fixed across seeds
 
-  c.train = trainer_lib.default_config()
-  c.train.eval_batch_size = 500         # divides every split: one compiled eval shape
-  c.train.steps_per_dispatch = 50
-  c.train.data_on_device = True
-  c.train.checkpoints = False
-  c.train.tensorboard = False
-  c.train.progress = False
+  # eval_batch_size 500 divides every split: one compiled eval shape.
+  c.train = common.in_memory_train_config(eval_batch_size=500)
 
   if arg == 'smoke':
     c.num_seeds = 1

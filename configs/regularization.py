@@ -22,9 +22,9 @@ Scales:
 
 import ml_collections
 
+from configs import common
 from research import data as data_lib
 from research import models
-from research.train import trainer as trainer_lib
 
 FIXED_ARMS = ('none', 'l2', 'l1', 'max_norm', 'early_stopping', 'augment')
 DROPOUT_PREFIX = 'dropout_'
@@ -58,15 +58,7 @@ def get_config(arg=None):
   c.model.depth = 2
   c.model.width = 256
 
-  c.train = trainer_lib.default_config()
-  c.train.batch_size = c.data.batch_size
-  c.train.eval_batch_size = 1000
-  c.train.steps_per_dispatch = 50
-  c.train.data_on_device = True
-  c.train.checkpoints = False
-  c.train.tensorboard = False
-  c.train.progress = False
-  c.train.log_every = 50
+  c.train = common.in_memory_train_config(batch_size=c.data.batch_size, log_every=50)
 
   if arg == 'smoke':
     c.num_seeds = 1

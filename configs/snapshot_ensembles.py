@@ -10,9 +10,9 @@ Scales:
 
 import ml_collections
 
+from configs import common
 from research import data as data_lib
 from research import models
-from research.train import trainer as trainer_lib
 
 ARMS = ('single', 'nocycle', 'singlecycle', 'snapshot', 'true_ensemble')
 
@@ -40,14 +40,9 @@ def get_config(arg=None):
 
   c.model = models.default_config('mnist1d_cnn')
 
-  c.train = trainer_lib.default_config()
-  c.train.batch_size = c.data.batch_size
-  c.train.eval_batch_size = 1000
-  c.train.steps_per_dispatch = 40
-  c.train.data_on_device = True
-  c.train.checkpoints = False
-  c.train.tensorboard = False
-  c.train.log_every = c.log_every
+  c.train = common.in_memory_train_config(
+      batch_size=c.data.batch_size, steps_per_dispatch=40, log_every=c.log_every,
+      progress=True)
 
   if arg == 'smoke':
     c.num_seeds = 1

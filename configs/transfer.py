@@ -14,7 +14,8 @@ the lower layers' outputs are computed once and the head trains on them).
 
 import ml_collections
 
-from research.train import trainer as trainer_lib
+from configs import common
+
 
 ARMS = ('scratch', 'finetune', 'frozen', 'cached')
 MODELS = ('mnist1d_mlp', 'mnist1d_cnn')
@@ -47,13 +48,7 @@ def get_config(arg=None):
   c.feature_batch_size = 1000           # examples per batch when caching features
 
   c.data_name = 'mnist1d'
-  c.train = trainer_lib.default_config()
-  c.train.eval_batch_size = 500
-  c.train.steps_per_dispatch = 50
-  c.train.data_on_device = True
-  c.train.checkpoints = False
-  c.train.tensorboard = False
-  c.train.progress = False
+  c.train = common.in_memory_train_config(eval_batch_size=500)
 
   if arg == 'smoke':
     c.num_seeds = 1

@@ -18,9 +18,9 @@ Scales:
 
 import ml_collections
 
+from configs import common
 from research import data as data_lib
 from research import models
-from research.train import trainer as trainer_lib
 
 # name -> (research.models initializer, scale: std for 'normal', else gain).
 INITS = {
@@ -90,16 +90,8 @@ def get_config(arg=None):
       num_seeds=2,
   ))
 
-  c.train = trainer_lib.default_config()
-  c.train.batch_size = c.data.batch_size
-  c.train.eval_batch_size = 1000
-  c.train.steps_per_dispatch = 50
-  c.train.data_on_device = True
-  c.train.checkpoints = False
-  c.train.tensorboard = False
-  c.train.progress = False
-  c.train.log_every = 50
-  c.train.log_grad_norms = True
+  c.train = common.in_memory_train_config(batch_size=c.data.batch_size, log_every=50,
+                                          log_grad_norms=True)
 
   if arg == 'smoke':
     c.model.width = 16

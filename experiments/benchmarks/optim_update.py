@@ -5,8 +5,9 @@ For each optimizer and each tree, the jitted step
 params and state donated is compiled for both libraries; then ``--rounds``
 rounds alternate ``--calls`` calls of ours with as many of Optax's (which of
 the two goes first alternates between rounds; ``--calls=0`` picks enough calls
-for about 0.1 s per timing). The table reports the median per-call time of each and their ratio
-(ours / Optax: below 1 is faster). Results go to
+for about 0.1 s per timing). The table reports the median per-call time of each, their ratio (ours /
+Optax: below 1 is faster) and whether the two steps lower to the same StableHLO
+(then XLA runs the same program and the ratio measures only timing noise). Results go to
 ``runs/benchmarks/optim_update/<timestamp>/results.json``.
 
 Usage: ./launch.sh bench optim_update [--optimizers=adam,sgd] [--trees=resnet20]
@@ -14,6 +15,7 @@ Usage: ./launch.sh bench optim_update [--optimizers=adam,sgd] [--trees=resnet20]
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 
@@ -108,6 +110,14 @@ def make_step(opt, needs_value):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
+def _program(opt, shapes, needs_value) -> list[str]:
+  """The StableHLO of the step, without source locations."""
+  params, grads = make_tree(shapes, 0), make_tree(shapes, 1)
+  text = make_step(opt, needs_value).lower(params, opt.init(params), grads).as_text()
+  return [re.sub(r'loc\([^)]*\)|#loc\d*', '', l) for l in text.splitlines()
+          if not l.startswith('#loc')]
+
+
 class Runner:
   """Holds one library's compiled step and its (donated) buffers."""
 
@@ -144,8 +154,11 @@ def measure(label, tree, rounds, calls):
     for runner, times in pair:
       times.append(runner.time(calls))
   o, f = statistics.median(ours_ms), statistics.median(ref_ms)
+  # The same program for XLA means any ratio away from 1 is timing noise.
+  same = (_program(_factory(optim, label)(**kwargs), shapes, needs_value)
+          == _program(_factory(optax, label)(**kwargs), shapes, needs_value))
   return dict(optimizer=label, tree=tree, ours_ms=o, reference_ms=f, ratio=o / f,
-              calls=calls, rounds=rounds)
+              calls=calls, rounds=rounds, same_program=same)
 
 
 def main(argv):
@@ -157,14 +170,16 @@ def main(argv):
   workdir = _WORKDIR.value or common.new_workdir(
       'optim_update', root=f'{common.REPO_ROOT}/runs/benchmarks')
   rows = []
-  header = f'{"optimizer":<28} {"tree":<10} {"ours ms":>9} {"optax ms":>9} {"ratio":>6}'
+  header = (f'{"optimizer":<28} {"tree":<10} {"ours ms":>9} {"optax ms":>9} {"ratio":>6} '
+            'same program')
   print(header, flush=True)
   for label in labels:
     for tree in trees:
       row = measure(label, tree, _ROUNDS.value, _CALLS.value)
       rows.append(row)
       print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} '
-            f'{row["reference_ms"]:>9.3f} {row["ratio"]:>6.3f}', flush=True)
+            f'{row["reference_ms"]:>9.3f} {row["ratio"]:>6.3f} {row["same_program"]}',
+            flush=True)
       common.write_json(f'{workdir}/results.json', rows)
   ratios = [r['ratio'] for r in rows]
   print(f'\nrows: {len(rows)}; median ratio {statistics.median(ratios):.3f}; '
