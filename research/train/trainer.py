@@ -286,8 +286,7 @@ class Trainer:
     on_device = None
     if c.data_on_device:
       on_device = self._device_data(data)
-      batches = _chain_first(None, self._index_batches(data, step))
-      next(batches)
+      batches = self._index_batches(data, step)
     else:
       batches = pipeline.Prefetcher(self._batches(data, step), size=2)
       first = next(batches)
@@ -338,6 +337,8 @@ class Trainer:
           host = self.host_state(state)
           _check_finite_state(host, step)
           checkpoints.save(step, ckpt_lib.state_tree(host), meta)
+      if pending:  # stopped by a hook between two logged steps
+        history.append(self._flush(pending, meta, step, last_log, writer, bar))
       for hook in self.hooks:
         if hasattr(hook, 'finalize'):
           final = hook.finalize(self, state)
@@ -378,6 +379,12 @@ class Trainer:
     last = per_step[-1]
     elapsed = time.perf_counter() - last_log[0]
     row = dict(last)
+    if step % self.config.log_every and step != self.config.num_steps:
+      # Not a logged step: the step skipped its diagnostics (see steps.py).
+      for key in ('accuracy', 'layer_grad_norms'):
+        row.pop(key, None)
+      if self.config.nonfinite_check != 'grads':
+        row.pop('grad_norm', None)
     row['steps_per_second'] = (step - last_log[1]) / max(elapsed, 1e-9)
     row['nonfinite_steps'] = meta['nonfinite_steps']
     if writer:
@@ -424,5 +431,4 @@ class _chain_first:
     return self._first.pop() if self._first else next(self._rest)
 
   def close(self):
-    if hasattr(self._rest, 'close'):
-      self._rest.close()
+    self._rest.close()
