@@ -1,5 +1,7 @@
-"""Analysis tools: propagation probe (and, from other modules, curvature and
-gradient statistics)."""
+"""Analysis tools: the propagation probe and curvature (``hessian``: HVPs,
+Lanczos spectra, critical-point index)."""
+
+from research.analysis import hessian
 
 from research.analysis.propagation import (
     SATURATION,
