@@ -229,11 +229,11 @@ def scale_by_rss(
     sum_of_squares = jax.tree.map(
         lambda g, s: otu.abs_sq(g) + s, updates, state.sum_of_squares
     )
-    updates = jax.tree.map(
-        lambda s, g: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g,
-        sum_of_squares,
-        updates,
-    )
+    # All the factors, then all the products: optax's order, so XLA gets the
+    # same program.
+    inv_sqrt = jax.tree.map(
+        lambda s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0), sum_of_squares)
+    updates = otu.tree_mul(inv_sqrt, updates)
     return updates, ScaleByRssState(sum_of_squares=sum_of_squares)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -306,7 +306,8 @@ def scale_by_rms(
       nu_hat = otu.tree_bias_correction(nu, decay, count)
     else:
       nu_hat = nu
-    updates = jax.tree.map(lambda v, g: inverse_root(v) * g, nu_hat, updates)
+    scaling = jax.tree.map(inverse_root, nu_hat)  # then the products, as optax
+    updates = jax.tree.map(lambda s, g: s * g, scaling, updates)
     if bias_correction:
       return updates, ScaleByRmsWithCountState(count=count, nu=nu)
     return updates, ScaleByRmsState(nu=nu)
@@ -1016,9 +1017,10 @@ def scale_by_rprop(
     )
 
   def new_step_size(s, step_size):
+    unchanged = s == 0  # first, as optax does: the same program for XLA
     grown = step_size * jnp.where(s > 0, eta_plus, eta_minus)
     clipped = jnp.clip(grown, min=min_step_size, max=max_step_size)
-    return jnp.where(s == 0, step_size, clipped)
+    return jnp.where(unchanged, step_size, clipped)
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
