@@ -124,7 +124,9 @@ class Runner:
   def __init__(self, opt, shapes, needs_value):
     self.grads = make_tree(shapes, 1)
     self.params = make_tree(shapes, 0)
-    self.state = opt.init(self.params)
+    # Copies: some states share buffers (lbfgs, in optax too), and a donated
+    # buffer may appear only once among the arguments.
+    self.state = jax.tree.map(jnp.copy, opt.init(self.params))
     self.step = make_step(opt, needs_value)
     self.call(1)  # Compile and warm up.
 
