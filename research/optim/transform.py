@@ -671,7 +671,10 @@ def scale_by_belief(
     else:
       mu_hat = otu.tree_bias_correction(mu, b1, count)
     nu_hat = otu.tree_bias_correction(nu, b2, count)
-    updates = _adam_ratio(mu_hat, nu_hat, eps, 0.0)
+    # eps_root is already inside nu: no "+ 0" in the root (XLA keeps it).
+    updates = jax.tree.map(
+        lambda m, v: None if m is None else m / (jnp.sqrt(v) + eps),
+        mu_hat, nu_hat, is_leaf=_is_none)
     return updates, ScaleByBeliefState(count=count, mu=mu, nu=nu)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -876,9 +879,9 @@ def scale_by_adan(
     v_hat = otu.tree_bias_correction(v, b2, t)
     n_hat = otu.tree_bias_correction(n, b3, t)
     direction = otu.tree_add_scale(m_hat, 1 - b2, v_hat)
-    updates = jax.tree.map(
-        lambda d, nh: d / (jnp.sqrt(nh + eps_root) + eps), direction, n_hat
-    )
+    # All the denominators, then the quotients: optax's order, one program.
+    denom = jax.tree.map(lambda nh: jnp.sqrt(nh + eps_root) + eps, n_hat)
+    updates = otu.tree_div(direction, denom)
     return updates, ScaleByAdanState(m=m, v=v, n=n, g=g, t=t)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)
