@@ -122,19 +122,7 @@ class CNN(nn.Module):
 
 
 def _common(name, input_shape):
-  return dict(
-      name=name,
-      input_shape=input_shape,
-      num_classes=10,
-      activation='relu',
-      activation_alpha=None,
-      init='auto',
-      init_scale=None,
-      dropout_rate=0.0,
-      dropout_rates=(),
-      max_norm=0.0,
-      max_norm_layers='hidden',
-  )
+  return layers.common_config(name, input_shape, dropout_rate=0.0, dropout_rates=())
 
 
 def mnist1d_cnn_config() -> ml_collections.ConfigDict:

@@ -148,3 +148,20 @@ def batch_norm(spec: Any, train: bool, name: Optional[str] = None):
       axis_name=getattr(spec, 'bn_axis_name', None),
       name=name,
   )
+
+
+def common_config(name: str, input_shape, **fields) -> dict:
+  """The config fields every model has (name, input, classes, activation,
+  init, max-norm), then the model's own ``fields``."""
+  return dict(
+      name=name,
+      input_shape=tuple(input_shape),
+      num_classes=10,
+      activation='relu',
+      activation_alpha=None,
+      init='auto',
+      init_scale=None,
+      max_norm=0.0,
+      max_norm_layers='hidden',
+      **fields,
+  )

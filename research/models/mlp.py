@@ -92,16 +92,10 @@ class MLP(nn.Module):
 
 def mlp_config() -> ml_collections.ConfigDict:
   """The deep MLP of the initialization and activation studies."""
-  return ml_collections.ConfigDict(dict(
-      name='mlp',
-      input_shape=(784,),
-      num_classes=10,
+  return ml_collections.ConfigDict(layers.common_config(
+      'mlp', (784,),
       depth=3,
       width=256,
-      activation='relu',
-      activation_alpha=None,
-      init='auto',
-      init_scale=None,
       dropout_rate=0.0,
       dropout_rates=(),
       input_dropout_rate=0.0,
@@ -110,8 +104,6 @@ def mlp_config() -> ml_collections.ConfigDict:
       bn_momentum=0.9,
       bn_axis_name=None,
       residual=False,
-      max_norm=0.0,
-      max_norm_layers='hidden',
   ))
 
 

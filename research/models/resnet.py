@@ -243,19 +243,7 @@ class WideResNet(nn.Module):
 
 
 def _common(name):
-  return dict(
-      name=name,
-      input_shape=(32, 32, 3),
-      num_classes=10,
-      activation='relu',
-      activation_alpha=None,
-      init='auto',
-      init_scale=None,
-      bn_momentum=0.9,
-      bn_axis_name=None,
-      max_norm=0.0,
-      max_norm_layers='hidden',
-  )
+  return layers.common_config(name, (32, 32, 3), bn_momentum=0.9, bn_axis_name=None)
 
 
 def resnet_config(depth: int = 20) -> ml_collections.ConfigDict:
