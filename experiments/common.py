@@ -15,6 +15,7 @@ import tempfile
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import matplotlib
+import numpy as np
 
 from research.train import metric_writers
 
@@ -57,14 +58,10 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def _jsonable(x):
-  try:
-    import numpy as np
-    if isinstance(x, np.ndarray):
-      return x.tolist()
-    if isinstance(x, np.generic):
-      return x.item()
-  except ImportError:  # pragma: no cover
-    pass
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if isinstance(x, np.generic):
+    return x.item()
   if hasattr(x, 'tolist'):
     return x.tolist()
   return str(x)
@@ -94,6 +91,19 @@ def require_choices(field: str, values: Iterable[str], known: Iterable[str]) -> 
 def split_names(text: str) -> list[str]:
   """``'a, b,c'`` -> ``['a', 'b', 'c']``; config lists are comma-separated strings."""
   return [t.strip() for t in text.split(',') if t.strip()]
+
+
+def seed_claim(a, b, num_seeds: int) -> tuple[str, float, float]:
+  """Compares two ``(mean, std)`` over seeds without over-claiming.
+
+  Returns ``(verdict, diff, spread)`` with ``diff = a - b`` and ``spread =
+  hypot(std_a, std_b)``; the verdict is 'one_seed' (no spread to judge by),
+  'beyond' (|diff| > spread) or 'within' (no claim).
+  """
+  diff, spread = a[0] - b[0], float(np.hypot(a[1], b[1]))
+  if num_seeds < 2:
+    return 'one_seed', diff, spread
+  return ('beyond' if abs(diff) > spread else 'within'), diff, spread
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -224,13 +224,12 @@ def verdict(summary: dict, config) -> list[str]:
     return lines
   single = summary['single']['last_error']
   for arm in best_snap:
-    snap = summary[arm]['ensemble_error']
-    diff = single[0] - snap[0]
-    spread = float(np.hypot(single[1], snap[1]))
-    if config.num_seeds < 2:
+    claim, diff, spread = common.seed_claim(single, summary[arm]['ensemble_error'],
+                                             config.num_seeds)
+    if claim == 'one_seed':
       lines.append(f'- {_label(arm)}: {diff * 100:+.2f} points against the single model '
                    '(one seed: no spread, no claim).')
-    elif abs(diff) > spread:
+    elif claim == 'beyond':
       word = 'lower' if diff > 0 else 'higher'
       lines.append(f'- {_label(arm)}: test error {word} than the single model by '
                    f'{abs(diff) * 100:.2f} points, beyond the seed spread ({spread * 100:.2f}).')

@@ -381,12 +381,12 @@ def verdict(config, summary: dict, timing: dict) -> list[str]:
   for arm, base in pairs:
     if arm not in arms or base not in arms:
       continue
-    a, b = arms[arm]['test_accuracy'], arms[base]['test_accuracy']
-    diff, spread = a[0] - b[0], float(np.hypot(a[1], b[1]))
-    if n < 2:
+    claim, diff, spread = common.seed_claim(
+        arms[arm]['test_accuracy'], arms[base]['test_accuracy'], n)
+    if claim == 'one_seed':
       lines.append(f'- {LABELS[arm]}: {diff * 100:+.1f} points against {LABELS[base]} '
                    '(one seed: no spread, no claim).')
-    elif abs(diff) > spread:
+    elif claim == 'beyond':
       word = 'above' if diff > 0 else 'below'
       lines.append(f'- {LABELS[arm]}: {abs(diff) * 100:.1f} points {word} {LABELS[base]}, '
                    f'beyond the seed spread ({spread * 100:.1f}).')
