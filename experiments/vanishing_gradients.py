@@ -399,10 +399,11 @@ def clip_run(config, runner: Runner, name: str, seed: int, stats: Callable) -> d
   train = shape.trainer.evaluate(result.state, runner.eval_sets['train'])
   test = shape.trainer.evaluate(result.state, runner.eval_sets['test'])
   history = result.history
+  logged = [h for h in history if 'grad_norm' in h]  # rows of logged steps
   return dict(
       loss=dict(step=[h['step'] for h in history], value=[float(h['loss']) for h in history]),
-      grad_norm=dict(step=[h['step'] for h in history],
-                     value=[float(h['grad_norm']) for h in history]),
+      grad_norm=dict(step=[h['step'] for h in logged],
+                     value=[float(h['grad_norm']) for h in logged]),
       along=along, nonfinite_steps=result.nonfinite_steps,
       train_loss=train['loss'], test_error=1 - test['accuracy'])
 

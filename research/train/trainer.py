@@ -64,7 +64,8 @@ def default_config() -> ml_collections.ConfigDict:
       checkpoints=True,
       snapshot_steps=(),        # steps after which params are kept (1-based)
       max_nonfinite_in_row=10,
-      nonfinite_check='grads',  # 'grads': loss and gradients every step; 'loss'
+      nonfinite_check='grads',  # 'grads': loss and every gradient at every step;
+                                # 'loss': loss every step, gradients at logged steps
       resume='auto',            # 'auto' | 'force' | 'never'
       progress=True,
       tensorboard=True,
@@ -381,10 +382,8 @@ class Trainer:
     row = dict(last)
     if step % self.config.log_every and step != self.config.num_steps:
       # Not a logged step: the step skipped its diagnostics (see steps.py).
-      for key in ('accuracy', 'layer_grad_norms'):
+      for key in ('accuracy', 'grad_norm', 'layer_grad_norms'):
         row.pop(key, None)
-      if self.config.nonfinite_check != 'grads':
-        row.pop('grad_norm', None)
     row['steps_per_second'] = (step - last_log[1]) / max(elapsed, 1e-9)
     row['nonfinite_steps'] = meta['nonfinite_steps']
     if writer:

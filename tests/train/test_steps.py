@@ -1,0 +1,97 @@
+"""The train step's non-finite guard: a bad step leaves the state as it was."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research import optim
+from research.train import steps as steps_lib
+from research.train.state import TrainState
+
+
+class SqrtModel(nn.Module):
+  """Dense logits plus sqrt(w): at w = 0 the loss is finite, d/dw is not."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    w = self.param('w', nn.initializers.ones, ())
+    return nn.Dense(3)(x) + jnp.sqrt(w)
+
+
+def _batch(n=8):
+  rng = np.random.default_rng(0)
+  return dict(x=rng.normal(size=(n, 4)).astype(np.float32),
+              y=rng.integers(0, 3, size=n).astype(np.int32))
+
+
+MODEL, TX = SqrtModel(), optim.adam(0.1)  # shared: static parts of the state
+
+
+def _state(w0):
+  variables = MODEL.init(jax.random.key(0), _batch()['x'])
+  variables['params']['w'] = jnp.asarray(w0, jnp.float32)
+  return TrainState.create(apply_fn=MODEL.apply, variables=variables, tx=TX,
+                           rng=jax.random.key(1))
+
+
+def _assert_same(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_nonfinite_probe_is_zero_iff_every_entry_is_finite():
+  tree = dict(a=jnp.full((3,), 3e38, jnp.float32), b=jnp.ones((2, 2), jnp.bfloat16))
+  # Finite but huge: a squared norm would overflow, the probe does not.
+  assert float(steps_lib.nonfinite_probe(tree)) == 0.0
+  assert not np.isfinite(float(steps_lib._grad_sq(tree)))
+  for bad in (jnp.nan, jnp.inf, -jnp.inf):
+    for leaf in ('a', 'b'):
+      broken = dict(tree)
+      broken[leaf] = tree[leaf].at[1].set(bad)
+      assert np.isnan(float(steps_lib.nonfinite_probe(broken))), (bad, leaf)
+
+
+@pytest.mark.parametrize('check', ['grads', 'loss'])
+def test_a_step_with_a_nonfinite_gradient_and_a_finite_loss_is_skipped(check):
+  state = _state(w0=0.0)
+  # log_every=1: under 'loss' the gradients are checked on logged steps.
+  step = jax.jit(steps_lib.make_train_step(nonfinite_check=check, log_every=1))
+  new, metrics = step(state, _batch())
+  assert np.isfinite(float(metrics['loss']))
+  assert not np.isfinite(float(steps_lib._grad_sq(jax.grad(
+      lambda p: jnp.sum(state.apply_fn({'params': p}, _batch()['x'])))(state.params))))
+  assert float(metrics['nonfinite']) == 1.0
+  assert int(new.step) == 1
+  _assert_same(new.params, state.params)
+  _assert_same(new.opt_state, state.opt_state)
+
+
+def test_loss_check_lets_gradients_through_on_steps_not_logged():
+  state = _state(w0=0.0)
+  step = jax.jit(steps_lib.make_train_step(nonfinite_check='loss', log_every=100))
+  new, metrics = step(state, _batch())
+  assert float(metrics['nonfinite']) == 0.0
+  assert not np.isfinite(float(new.params['w']))  # the documented cost of 'loss'
+
+
+def test_a_finite_step_is_applied():
+  state = _state(w0=1.0)
+  step = jax.jit(steps_lib.make_train_step())
+  new, metrics = step(state, _batch())
+  assert float(metrics['nonfinite']) == 0.0 and float(metrics['grad_norm']) > 0
+  assert int(new.opt_state[0].count) == 1
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
+    assert not np.array_equal(a, b)
+
+
+def test_under_vmap_only_the_bad_replica_is_skipped():
+  good, bad = _state(w0=1.0), _state(w0=0.0)
+  stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), good, bad)
+  step = jax.jit(jax.vmap(steps_lib.make_train_step(), in_axes=(0, None)))
+  new, metrics = step(stacked, _batch())
+  np.testing.assert_array_equal(metrics['nonfinite'], [0.0, 1.0])
+  _assert_same(jax.tree.map(lambda x: x[1], new.params), bad.params)
+  assert not np.array_equal(new.params['w'][0], good.params['w'])
+  np.testing.assert_array_equal(new.step, [1, 1])
