@@ -110,7 +110,7 @@ def make_step(opt, needs_value):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def _program(opt, shapes, needs_value) -> list[str]:
+def lowered_step(opt, shapes, needs_value) -> list[str]:
   """The StableHLO of the step, without source locations."""
   params, grads = make_tree(shapes, 0), make_tree(shapes, 1)
   text = make_step(opt, needs_value).lower(params, opt.init(params), grads).as_text()
@@ -157,8 +157,8 @@ def measure(label, tree, rounds, calls):
       times.append(runner.time(calls))
   o, f = statistics.median(ours_ms), statistics.median(ref_ms)
   # The same program for XLA means any ratio away from 1 is timing noise.
-  same = (_program(_factory(optim, label)(**kwargs), shapes, needs_value)
-          == _program(_factory(optax, label)(**kwargs), shapes, needs_value))
+  same = (lowered_step(_factory(optim, label)(**kwargs), shapes, needs_value)
+          == lowered_step(_factory(optax, label)(**kwargs), shapes, needs_value))
   return dict(optimizer=label, tree=tree, ours_ms=o, reference_ms=f, ratio=o / f,
               calls=calls, rounds=rounds, same_program=same)
 

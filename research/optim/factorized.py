@@ -120,36 +120,43 @@ def scale_by_factored_rms(
         count=jnp.zeros([], jnp.int32), v_row=row, v_col=col, v=full
     )
 
-  def update_leaf(g, row, col, full, p, beta):
+  def update_leaf(g, row, col, full, p, step):
     dtype = p.dtype
+    # ``step`` is the count before this update, so it counts from 0.
+    beta = decay_rate_fn(step - step_offset, decay_rate)
+    new_row, new_col, new_full = (
+        _placeholder(dtype), _placeholder(dtype), _placeholder(dtype)
+    )
     sq = otu.abs_sq(g) + epsilon
     axes = axes_of(p)
     if axes is None:
-      full = (beta * full + (1.0 - beta) * sq).astype(dtype)
-      return g * full**-0.5, _placeholder(dtype), _placeholder(dtype), full
+      new_full = (beta * full + (1.0 - beta) * sq).astype(dtype)
+      return g * new_full**-0.5, new_row, new_col, new_full
     d1, d0 = axes
-    row = (beta * row + (1.0 - beta) * jnp.mean(sq, axis=d0)).astype(dtype)
-    col = (beta * col + (1.0 - beta) * jnp.mean(sq, axis=d1)).astype(dtype)
+    new_row = beta * row + (1.0 - beta) * jnp.mean(sq, axis=d0)
+    new_col = beta * col + (1.0 - beta) * jnp.mean(sq, axis=d1)
+    new_row, new_col = new_row.astype(dtype), new_col.astype(dtype)
     # ``row`` lost axis d0, so d1 moved down by one if it came after d0.
     row_axis = d1 - 1 if d1 > d0 else d1
-    row_scale = (row / jnp.mean(row, axis=row_axis, keepdims=True)) ** -0.5
+    row_mean = jnp.mean(new_row, axis=row_axis, keepdims=True)
+    row_scale = (new_row / row_mean) ** -0.5
+    col_scale = new_col**-0.5
     update = (
         g
         * jnp.expand_dims(row_scale, axis=d0)
-        * jnp.expand_dims(col**-0.5, axis=d1)
+        * jnp.expand_dims(col_scale, axis=d1)
     )
-    return update, row, col, _placeholder(dtype)
+    return update, new_row, new_col, new_full
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     checks.require_params(params, fn)
-    count = otu.safe_increment(state.count)
-    beta = decay_rate_fn(count - 1 - step_offset, decay_rate)
     out = jax.tree.map(
-        lambda g, r, c, v, p: update_leaf(g, r, c, v, p, beta),
+        lambda g, r, c, v, p: update_leaf(g, r, c, v, p, state.count),
         updates, state.v_row, state.v_col, state.v, params,
     )
     new_updates, row, col, full = _unzip4(out, updates)
+    count = otu.safe_increment(state.count)
     return new_updates, FactoredState(count=count, v_row=row, v_col=col, v=full)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)

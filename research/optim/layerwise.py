@@ -203,19 +203,23 @@ def scale_by_novograd(
         updates, params, nu,
     )
 
-  # The two branches of lax.cond below; defined once so that the compiled
-  # branches are cached across calls without jit.
-  def first_moments(updates, params, nu, mu):
-    nu = jax.tree.map(lambda g, v: sq_norm(g).astype(v.dtype), updates, nu)
-    return nu, otu.tree_cast_like(normalize(updates, params, nu), mu)
+  # The branches of the two lax.conds below (first the block second moment,
+  # then the momentum, which reads the new one); defined once so that the
+  # compiled branches are cached across calls without jit.
+  def first_nu(updates, nu):
+    return jax.tree.map(lambda g, v: sq_norm(g).astype(v.dtype), updates, nu)
 
-  def later_moments(updates, params, nu, mu):
-    nu = otu.tree_update_moment(jax.tree.map(sq_norm, updates), nu, b2, 1)
-    mu = jax.tree.map(
+  def later_nu(updates, nu):
+    return otu.tree_update_moment(jax.tree.map(sq_norm, updates), nu, b2, 1)
+
+  def first_mu(updates, params, mu, nu):
+    return otu.tree_cast_like(normalize(updates, params, nu), mu)
+
+  def later_mu(updates, params, mu, nu):
+    return jax.tree.map(
         lambda m, d: (b1 * m + d).astype(m.dtype),
         mu, normalize(updates, params, nu),
     )
-    return nu, mu
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -223,9 +227,9 @@ def scale_by_novograd(
     count = otu.safe_increment(state.count)
     # The first step starts both moments from the current gradient, not from
     # an average with zero.
-    nu, mu = jax.lax.cond(
-        count == 1, first_moments, later_moments,
-        updates, params, state.nu, state.mu,
+    nu = jax.lax.cond(count == 1, first_nu, later_nu, updates, state.nu)
+    mu = jax.lax.cond(
+        count == 1, first_mu, later_mu, updates, params, state.mu, nu
     )
     new_updates = otu.tree_cast_like(mu, updates)
     return new_updates, ScaleByNovogradState(count=count, mu=mu, nu=nu)

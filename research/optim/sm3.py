@@ -37,14 +37,18 @@ def _axis_accumulators(p: jax.Array) -> list[jax.Array]:
   return [jnp.zeros((n,), p.dtype) for n in p.shape]
 
 
-def _cover_bound(g: jax.Array, acc: list[jax.Array]) -> jax.Array:
-  """``min_r mu(r)`` over the slices through each entry, broadcast to ``g``."""
+def _axis_slices(g: jax.Array, acc: list[jax.Array]) -> list[jax.Array]:
+  """Each axis accumulator reshaped to broadcast against ``g``."""
   if g.ndim < 2:
-    return acc[0]
-  slices = [
+    return list(acc)
+  return [
       jnp.reshape(a, [n if j == i else 1 for j, n in enumerate(g.shape)])
       for i, a in enumerate(acc)
   ]
+
+
+def _cover_bound(slices: list[jax.Array]) -> jax.Array:
+  """``min_r mu(r)`` over the slices through each entry."""
   return functools.reduce(jnp.minimum, slices)
 
 
@@ -115,16 +119,17 @@ def scale_by_sm3(
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     weight = _new_sum_weight(b2)
+    # One tree-wide pass per stage (reshape, accumulate, invert, scale), in
+    # the order that makes the jitted step lower to the same program as
+    # Optax's.
+    slices = jax.tree.map(_axis_slices, updates, state.mu)
     accum = jax.tree.map(
-        lambda g, acc: weight * g**2 + b2 * _cover_bound(g, acc),
-        updates,
-        state.mu,
+        lambda g, s: weight * g**2 + b2 * _cover_bound(s), updates, slices
     )
-    preconditioned = jax.tree.map(
-        lambda g, a: g * jnp.where(a > 0, jax.lax.rsqrt(a + eps), 0.0),
-        updates,
-        accum,
+    inv_sqrt = jax.tree.map(
+        lambda a: jnp.where(a > 0, jax.lax.rsqrt(a + eps), 0.0), accum
     )
+    preconditioned = jax.tree.map(lambda g, r: g * r, updates, inv_sqrt)
     nu = otu.tree_update_moment(preconditioned, state.nu, b1, 1)
     mu = jax.tree.map(_slice_maxima, accum)
     return nu, ScaleBySM3State(mu=mu, nu=nu)
