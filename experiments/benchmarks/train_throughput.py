@@ -14,7 +14,8 @@ on the generated MNIST-1D training split (4000 examples), three ways:
 
 ``--rounds`` rounds run (a), (b), (c) in turn (the first order rotates each
 round); each contender's first run, which compiles, is reported as compile
-time and left out of the medians. Peak memory is the growth of the process's
+time and left out of the medians. A ratio such as (a)/(b) is the median over
+rounds of the two speeds' ratio within a round. Peak memory is the growth of the process's
 maximum resident set over each contender's first run (one process, so later
 contenders only show what they add). Results go to
 ``runs/benchmarks/train_throughput/<timestamp>/results.json``.
@@ -202,13 +203,14 @@ def main(argv):
         compile_seconds=max(first[c.name]['seconds'] - med, 0.0),
         peak_rss_growth_mb=first[c.name]['peak_rss_growth_mb'],
         final_loss=first[c.name]['loss'], runs=times[c.name]))
-  by = {r['contender']: r for r in rows}
+  # Each ratio is the median over rounds of (their time / our time) in the
+  # same round, so a slow spell of the machine cancels out.
   ratios = {}
   for key, cls in (('ours', Ours), ('ours_loss_check', OursLossCheck)):
-    ours = by[cls.name]['steps_per_second']
-    ratios[f'{key}_over_jax_loop'] = ours / by[JaxLoop.name]['steps_per_second']
-    if Torch.name in by:
-      ratios[f'{key}_over_torch'] = ours / by[Torch.name]['steps_per_second']
+    for other, name in (('jax_loop', JaxLoop.name), ('torch', Torch.name)):
+      if name in times:
+        ratios[f'{key}_over_{other}'] = statistics.median(
+            b / a for a, b in zip(times[cls.name], times[name]))
 
   print(f'{"contender":<44} {"steps/s":>9} {"compile s":>10} {"peak RSS +MB":>13} {"loss":>7}')
   for r in rows:
