@@ -64,9 +64,10 @@ def nonfinite_probe(tree) -> jax.Array:
 
   ``0 * inf`` and ``0 * nan`` are NaN and NaN survives the sum, while finite
   entries add exact zeros, so the test has no overflow (unlike a squared
-  norm) and costs one multiply-add per entry: on the MNIST-1D MLP it is about
-  three times cheaper than the squared norm, which is computed only on logged
-  steps (see ``experiments/benchmarks/train_throughput.py``).
+  norm). It is also cheaper for XLA on CPU: 40 scanned steps of the MNIST-1D
+  MLP, timed alternately against a hand-written loop, ran at 0.84x its speed
+  with the squared norm as the check and 0.93x with this probe (0.94x with no
+  gradient check at all). The squared norm is computed on logged steps only.
   """
   return sum(jnp.sum(x * jnp.zeros((), x.dtype)) for x in jax.tree.leaves(tree))
 
@@ -186,9 +187,9 @@ def make_train_step(
     # lax.cond, not jnp.where(finite, new, old): with a select XLA recomputes
     # the new optimizer state inside the parameter update and copies the old
     # state to keep it alive (12 extra copies per step for Adam on the MLP;
-    # the train_throughput benchmark ran 0.87x the hand-written loop with the
-    # select, 0.95x with the cond). Under vmap (num_replicas) the cond becomes
-    # a select again, per replica.
+    # 40 scanned steps ran 0.87x a hand-written loop with the select, 0.95x
+    # with the cond). Under vmap (num_replicas) the cond becomes a select
+    # again, per replica.
     params, opt_state, batch_stats, lr = jax.lax.cond(finite, apply, skip)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               batch_stats=batch_stats)
