@@ -1,0 +1,43 @@
+"""The benchmark scripts run end to end at a tiny size and write their rows."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _bench(name, workdir, *flags):
+  subprocess.run([sys.executable, '-m', f'experiments.benchmarks.{name}',
+                  f'--workdir={workdir}', *flags], cwd=REPO, check=True,
+                 capture_output=True, text=True)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def test_optim_update_rows(tmp_path):
+  rows = _bench('optim_update', str(tmp_path), '--optimizers=sgd,adam',
+                '--trees=resnet20', '--rounds=3', '--calls=2')
+  assert [(r['optimizer'], r['tree']) for r in rows] == [('sgd', 'resnet20'),
+                                                         ('adam', 'resnet20')]
+  for r in rows:
+    assert r['same_program'] is True
+    assert r['ours_ms'] > 0 and r['reference_ms'] > 0
+    assert 0 < r['ratio'] < 10 and 0 < r['control_ratio'] < 10
+
+
+def test_train_throughput_contenders_train_the_same_run(tmp_path):
+  out = _bench('train_throughput', str(tmp_path), '--steps=80', '--rounds=1',
+               '--dispatch=40')
+  by = {r['contender'].split(' ')[0] + ('_loss' if "'loss'" in r['contender'] else ''): r
+        for r in out['rows']}
+  for name in ('ours', 'ours_loss', 'jax_loop'):
+    assert by[name]['steps_per_second'] > 0
+  # Same init, data order and optimizer: ours and the hand loop end at the
+  # same loss (float reassociation only).
+  assert math.isclose(by['ours']['final_loss'], by['jax_loop']['final_loss'], rel_tol=1e-3)
+  assert 'ours_over_jax_loop' in out['ratios']
+  assert ('torch' in by) == ('ours_over_torch' in out['ratios'])
+  assert ('torch' in by) or any('torch is not installed' in n for n in out['notes'])
