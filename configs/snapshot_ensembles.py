@@ -3,6 +3,9 @@
 Scales:
   smoke             seconds; used by the tests.
   (default)         MNIST-1D with the 1-D CNN on CPU, every arm, 3 seeds.
+  batchnorm         the default with BatchNorm after each convolution: tests
+                    whether normalization lets the network survive the
+                    restarts that kill the plain CNN (see results.md).
   cifar10           ResNet-110 on TFDS cifar10 with the standard augmentation,
                     B = 200 epochs, M = 5, batch 64, parallel='sharded' (GPU/TPU).
   cifar10_resnet20  the same protocol with ResNet-20 (a shorter run).
@@ -53,6 +56,8 @@ def get_config(arg=None):
     c.train.steps_per_dispatch = 10
     c.train.progress = False
     c.model.channels = 8
+  elif arg == 'batchnorm':
+    c.model.batch_norm = True
   elif arg in ('cifar10', 'cifar10_resnet20'):
     steps_per_epoch = 50000 // 64
     c.budget_steps = 200 * steps_per_epoch
@@ -71,6 +76,6 @@ def get_config(arg=None):
     c.train.log_every = 100
   elif arg not in (None, ''):
     raise ValueError(
-        f'snapshot_ensembles: unknown scale {arg!r}; allowed: smoke, cifar10, '
+        f'snapshot_ensembles: unknown scale {arg!r}; allowed: smoke, batchnorm, cifar10, '
         'cifar10_resnet20, or none for the default.')
   return c

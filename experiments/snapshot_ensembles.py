@@ -224,13 +224,14 @@ def verdict(summary: dict, config) -> list[str]:
     return lines
   single = summary['single']['last_error']
   for arm in best_snap:
-    claim, diff, spread = common.seed_claim(single, summary[arm]['ensemble_error'],
+    # diff = this arm's error - the single model's (negative: the arm is better)
+    claim, diff, spread = common.seed_claim(summary[arm]['ensemble_error'], single,
                                              config.num_seeds)
     if claim == 'one_seed':
       lines.append(f'- {_label(arm)}: {diff * 100:+.2f} points against the single model '
                    '(one seed: no spread, no claim).')
     elif claim == 'beyond':
-      word = 'lower' if diff > 0 else 'higher'
+      word = 'lower' if diff < 0 else 'higher'
       lines.append(f'- {_label(arm)}: test error {word} than the single model by '
                    f'{abs(diff) * 100:.2f} points, beyond the seed spread ({spread * 100:.2f}).')
     else:
@@ -298,10 +299,15 @@ def diagnose(per_seed: list[dict], config) -> list[str]:
            if single_dead else '')
         + '. So the jump back to alpha_0 after the first cycle throws the network out '
         'of its minimum and kills its ReLUs; a dead network gets no gradient, so more '
-        'steps or more cycles cannot bring it back. The model here '
-        f'(`{config.model.name}`) has no normalization layer, whereas the paper\'s '
-        'ResNets have BatchNorm, which absorbs such restarts. The protocol '
-        '(alpha_0) is kept as the paper has it rather than tuned until it wins.')
+        'steps or more cycles cannot bring it back.'
+        + ('' if config.model.get('batch_norm') else
+           f' The model here (`{config.model.name}`) has no normalization layer, '
+           "whereas the paper's ResNets have BatchNorm; the `batchnorm` scale "
+           '(`./launch.sh snapshot_ensembles:batchnorm`) runs the same protocol '
+           'with BatchNorm after each convolution to test whether it lets the '
+           'network survive the restarts.')
+        + ' The protocol (alpha_0) is kept as the paper has it rather than tuned '
+        'until it wins.')
   return lines
 
 

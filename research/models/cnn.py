@@ -19,7 +19,8 @@ class CNN1D(nn.Module):
   """The MNIST-1D reference CNN (``ConvBase`` of the paper's code).
 
   Three 1-D convolutions of ``channels`` channels (kernels 5, 3, 3, stride 2,
-  zero padding 1, named ``conv_i``), each followed by the activation, then a
+  zero padding 1, named ``conv_i``), each followed by [BatchNorm ``bn_i``,
+  without the convolution's bias, then] the activation, then a
   linear head on the flattened features (``head``). For length-40 inputs the
   feature lengths are 19, 10, 5 and the model has 5,210 parameters. Features
   are flattened length-major (PyTorch flattens channel-major): the same model
@@ -40,6 +41,9 @@ class CNN1D(nn.Module):
   init_name: str = 'auto'
   init_scale: Optional[float] = None
   dropout_rates: Sequence[float] = ()
+  batch_norm: bool = False
+  bn_momentum: float = 0.9
+  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False, mc_dropout: bool = False):
@@ -48,12 +52,15 @@ class CNN1D(nn.Module):
     h = x.reshape((x.shape[0], -1, 1)) if x.ndim == 2 else x
     for i, k in enumerate(self.kernel_sizes):
       name = f'conv_{i}'
-      h = act(nn.Conv(
+      h = nn.Conv(
           self.channels, (k,), strides=(self.stride,),
-          padding=((self.padding, self.padding),),
+          padding=((self.padding, self.padding),), use_bias=not self.batch_norm,
           kernel_init=layers.kernel_init(self),
           bias_init=initializers_lib.bias_init, name=name,
-      )(h))
+      )(h)
+      if self.batch_norm:
+        h = layers.batch_norm(self, train, name=f'bn_{i}')(h)
+      h = act(h)
       layers.sow_activation(self, name, h)
       h = layers.Dropout(rates[i], name=f'dropout_{i}')(h, train, mc_dropout)
     h = h.reshape((h.shape[0], -1))
@@ -133,6 +140,9 @@ def mnist1d_cnn_config() -> ml_collections.ConfigDict:
       kernel_sizes=(5, 3, 3),
       stride=2,
       padding=1,
+      batch_norm=False,  # not in the reference model
+      bn_momentum=0.9,
+      bn_axis_name=None,
   ))
 
 

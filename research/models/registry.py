@@ -108,7 +108,9 @@ def _build_mnist1d_cnn(config) -> nn.Module:
       stride=config.stride,
       padding=config.padding,
       dropout_rates=_layer_rates(config, len(config.kernel_sizes), fn),
+      batch_norm=config.batch_norm,
       **_activation_fields(config),
+      **_bn_fields(config),
   )
 
 

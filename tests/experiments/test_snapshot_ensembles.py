@@ -110,3 +110,16 @@ def test_bad_config_fails_before_training(field, value, match):
 def test_unknown_scale():
   with pytest.raises(ValueError, match="unknown scale 'huge'"):
     cfg_lib.get_config('huge')
+
+
+def test_verdict_signs_are_the_arm_minus_the_single_model():
+  config = cfg_lib.get_config()
+  summary = {
+      'single': dict(last_error=(0.050, 0.004), ensemble_error=(0.050, 0.004)),
+      'snapshot_0.1': dict(ensemble_error=(0.055, 0.010)),  # worse, within spread
+      'snapshot_0.2': dict(ensemble_error=(0.030, 0.005)),  # better, beyond spread
+  }
+  lines = study.verdict(summary, config)
+  assert 'alpha_0 = 0.1): differs from the single model by +0.50 points' in lines[0]
+  assert 'alpha_0 = 0.2): test error lower than the single model by 2.00 points' in lines[1]
+  assert 'beyond the seed spread' in lines[1]

@@ -23,6 +23,7 @@ CASES = [
                  dropout_rates=(0.1, 0.2), input_dropout_rate=0.2), (6,)),
     ('mnist1d_mlp', {}, (40,)),
     ('mnist1d_cnn', dict(dropout_rate=0.1), (40,)),
+    ('mnist1d_cnn', dict(batch_norm=True), (40,)),
     ('cnn', dict(features=(4, 8), hidden=16, batch_norm=True,
                  dropout_rate=0.5), (12, 12)),
     ('resnet', dict(depth=20), (8, 8, 3)),

@@ -72,3 +72,11 @@ def test_mnist1d_reference_models():
   # MLPBase: 40 -> 100 -> 100 -> 10.
   mlp = (40 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10)
   assert models.count_params(models.default_config('mnist1d_mlp')) == mlp
+
+
+def test_mnist1d_cnn_with_batch_norm():
+  # Each conv loses its bias (25) and gains BatchNorm scale and offset (50).
+  config = models.default_config('mnist1d_cnn')
+  plain = models.count_params(config)
+  config.batch_norm = True
+  assert models.count_params(config) == plain + 3 * (50 - 25)
