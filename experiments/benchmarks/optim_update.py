@@ -2,12 +2,12 @@
 
 For each optimizer and each tree, the jitted step
 ``(params, state) -> apply_updates(params, update(grads, state, params))`` with
-params and state donated is compiled for both libraries; then ``--rounds``
-rounds alternate ``--calls`` calls of ours with as many of Optax's (which of
-the two goes first alternates between rounds; ``--calls=0`` picks enough calls
-for about 0.01 s per timing). A second, separately compiled copy of Optax's
-step runs in the same rounds as an A/A control: its ratio to the first shows
-how far timing noise alone moves a ratio. The table reports the median
+params and state donated is compiled for both libraries, and once more for
+Optax as an A/A control (a separately compiled copy with its own buffers: its
+ratio to the first shows how far timing noise alone moves a ratio). Then
+``--rounds`` rounds time ``--calls`` calls of each of the three in turn (which
+goes first rotates between rounds; ``--calls=0`` picks enough calls for about
+0.01 s per timing). The table reports the median
 per-call time of ours and Optax's, the median over rounds of the ratio ours /
 Optax (below 1 is faster), the control's ratio, and whether the two steps
 lower to the same StableHLO (then XLA runs the same program and the ratio

@@ -16,9 +16,9 @@ on the generated MNIST-1D training split (4000 examples), three ways:
 round); each contender's first run, which compiles, is reported as compile
 time and left out of the medians (a short throwaway run before it takes the
 process's one-time start-up). A ratio such as (a)/(b) is the median over
-rounds of the two speeds' ratio within a round. Peak memory is the growth of the process's
-maximum resident set over each contender's first run (one process, so later
-contenders only show what they add). Results go to
+rounds of the two speeds' ratio within a round. Peak memory is the growth of
+the process's maximum resident set over each contender's first run (one
+process, so later contenders only show what they add). Results go to
 ``runs/benchmarks/train_throughput/<timestamp>/results.json``.
 """
 
