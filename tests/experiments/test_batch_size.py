@@ -23,8 +23,7 @@ from experiments import batch_size
 ])
 def test_bad_config_names_the_field(field, value):
   config = config_lib.get_config('smoke')
-  parent, _, leaf = field.rpartition('.')
-  (config[parent] if parent else config)[leaf] = value
+  config.update_from_flattened_dict({field: value})
   with pytest.raises(ValueError, match=r'config\.' + field.replace('.', r'\.')):
     batch_size.validate(config)
   with pytest.raises(ValueError, match='scale'):

@@ -29,8 +29,7 @@ from research import optim
 ])
 def test_bad_config_names_the_field(field, value):
   config = config_lib.get_config('smoke')
-  parent, _, leaf = field.rpartition('.')
-  config[parent][leaf] = value
+  config.update_from_flattened_dict({field: value})
   with pytest.raises(ValueError, match=r'config\.' + field.replace('.', r'\.')):
     lr_schedules.validate(config)
   with pytest.raises(ValueError, match='scale'):

@@ -41,8 +41,7 @@ def test_arm_settings():
 ])
 def test_bad_config_names_the_field(field, value):
   config = config_lib.get_config('smoke')
-  parent, _, leaf = field.rpartition('.')
-  (config[parent] if parent else config)[leaf] = value
+  config.update_from_flattened_dict({field: value})
   if field == 'data.batch_size':
     config.train.batch_size = value
   with pytest.raises(ValueError, match=r'config\.' + field.replace('.', r'\.')):

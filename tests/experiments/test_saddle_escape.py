@@ -21,8 +21,7 @@ from experiments import saddle_escape
 ])
 def test_bad_config_names_the_field(field, value, match):
   config = config_lib.get_config('smoke')
-  parent, _, leaf = field.rpartition('.')
-  (config[parent] if parent else config)[leaf] = value
+  config.update_from_flattened_dict({field: value})
   with pytest.raises(ValueError, match=match.replace('.', r'\.')):
     saddle_escape.validate(config)
 

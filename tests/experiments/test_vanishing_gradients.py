@@ -51,8 +51,7 @@ def test_arm_configs_carry_init_scale_and_arch():
 ])
 def test_bad_config_names_the_field(field, value):
   config = config_lib.get_config('smoke')
-  parent, _, leaf = field.rpartition('.')
-  (config[parent] if parent else config)[leaf] = value
+  config.update_from_flattened_dict({field: value})
   with pytest.raises(ValueError, match=r'config\.' + field.replace('.', r'\.')):
     study.validate(config)
 
