@@ -51,3 +51,11 @@ from research.optim.inject import *  # noqa: F401,F403
 from research.optim.plateau import *  # noqa: F401,F403
 from research.optim.saddle import *  # noqa: F401,F403
 from research.optim.alias import *  # noqa: F401,F403
+
+# --- submodules and names of Optax's API (losses, tree, projections, ...)
+# --- end submodules
+
+from research.optim import contrib  # noqa: E402,F401
+
+# --- beyond optax (shampoo, soap)
+# --- end beyond optax
