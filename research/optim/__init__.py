@@ -58,4 +58,6 @@ from research.optim.alias import *  # noqa: F401,F403
 from research.optim import contrib  # noqa: E402,F401
 
 # --- beyond optax (shampoo, soap)
+from research.optim.shampoo import *  # noqa: E402,F401,F403
+from research.optim.soap import *  # noqa: E402,F401,F403
 # --- end beyond optax
