@@ -53,6 +53,33 @@ from research.optim.saddle import *  # noqa: F401,F403
 from research.optim.alias import *  # noqa: F401,F403
 
 # --- submodules and names of Optax's API (losses, tree, projections, ...)
+# losses, projections, second_order, perturbations, assignment
+from research.optim import assignment  # noqa: E402,F401
+from research.optim import losses  # noqa: E402,F401
+from research.optim import perturbations  # noqa: E402,F401
+from research.optim import projections  # noqa: E402,F401
+from research.optim import second_order  # noqa: E402,F401
+from research.optim.losses import (  # noqa: E402,F401
+    convex_kl_divergence,
+    cosine_distance,
+    cosine_similarity,
+    ctc_loss,
+    ctc_loss_with_forward_probs,
+    generalized_kl_divergence,
+    hinge_loss,
+    huber_loss,
+    kl_divergence,
+    l2_loss,
+    log_cosh,
+    ntxent,
+    safe_softmax_cross_entropy,
+    sigmoid_binary_cross_entropy,
+    sigmoid_focal_loss,
+    smooth_labels,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_integer_labels,
+    squared_error,
+)
 # --- end submodules
 
 from research.optim import contrib  # noqa: E402,F401
