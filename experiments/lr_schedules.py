@@ -335,7 +335,7 @@ def train_arm(config, name, ds, eval_sets) -> list[dict]:
     _, variables = models.init_model(mcfg, jax.random.key(seed))
     state = state_lib.TrainState.create(apply_fn=model.apply, variables=variables, tx=tx,
                                         rng=jax.random.key(10_000 + seed))
-    loader = data.TrainLoader(ds.train.source, t.batch_size, indices=ds.train.indices,
+    loader = data.TrainLoader(ds.train.source, t.batch_size, indices=ds.train.examples,
                               seed=seed)
     fit = trainer.fit(state, loader, eval_sets=eval_sets)
     runs.append(dict(

@@ -33,7 +33,7 @@ from experiments import common
 from research import data as data_lib
 from research import models
 from research import optim
-from research.train import ensemble
+from research.analysis import ensemble
 from research.train import hooks as hooks_lib
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib

@@ -36,7 +36,7 @@ from research import data as data_lib
 from research import models
 from research.analysis import propagation
 from research import optim
-from research.train import ensemble
+from research.analysis import ensemble
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib
 

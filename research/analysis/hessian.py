@@ -20,9 +20,9 @@ import jax.scipy.stats  # noqa: F401  (jax.scipy.stats.norm)
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from research.optim.saddle import check_order
-from research.optim.saddle import lanczos_tridiagonal
-from research.optim.saddle import tridiagonal_matrix
+from research.linalg import check_order
+from research.linalg import lanczos_tridiagonal
+from research.linalg import tridiagonal_matrix
 
 __all__ = [
     'CRITICAL_POINT_KINDS',
@@ -90,7 +90,7 @@ def lanczos(
   """``order`` steps of Lanczos with full re-orthogonalization (jit-able).
 
   ``T = tridiagonal_matrix(alphas, betas) = V^T A V``; see
-  ``research.optim.saddle.lanczos_tridiagonal``. Raises ``ValueError`` when
+  ``research.linalg.lanczos_tridiagonal``. Raises ``ValueError`` when
   ``order`` is outside ``[1, len(v0)]``.
 
   References:

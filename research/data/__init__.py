@@ -29,8 +29,6 @@ from research.data.mnist1d_data import (
 )
 from research.data.pipeline import (
     ArraySource,
-    BatchIterator,
-    DataPosition,
     EvalLoader,
     Prefetcher,
     Source,
@@ -50,8 +48,6 @@ from research.data.synthetic import (
 
 __all__ = [
     'ArraySource',
-    'BatchIterator',
-    'DataPosition',
     'Dataset',
     'DatasetInfo',
     'EvalLoader',

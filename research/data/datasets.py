@@ -38,7 +38,6 @@ from research.data import splits
 from research.data import synthetic
 from research.data.pipeline import (
     ArraySource,
-    BatchIterator,
     EvalLoader,
     Source,
     TrainLoader,
@@ -119,9 +118,9 @@ class DatasetInfo:
 class Dataset:
   """Loaders and metadata from :func:`get_dataset`.
 
-  ``train.epoch_batches(epoch, start_step)`` is the per-epoch iterator
-  factory; ``train_iterator(start)`` runs across epochs with prefetching and a
-  resumable ``state()``; ``validation`` (None without a holdout) and ``test``
+  ``train.batches(start_step)`` walks the training split from any global
+  step (with ``train.prefetch`` batches prepared ahead by the Trainer);
+  ``validation`` (None without a holdout) and ``test``
   iterate every example once with a ``mask``; ``arrays(split)`` returns a
   whole split at once for small sets kept on the device.
   """
@@ -130,12 +129,6 @@ class Dataset:
   train: TrainLoader
   validation: Optional[EvalLoader]
   test: EvalLoader
-  prefetch: int = 2
-
-  def train_iterator(
-      self, start=None, *, num_epochs: Optional[int] = None
-  ) -> BatchIterator:
-    return self.train.iterator(start, num_epochs=num_epochs, prefetch=self.prefetch)
 
   def arrays(self, split: str = 'train') -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` of a whole split (all hosts' examples), preprocessed like
@@ -150,7 +143,7 @@ class Dataset:
       have = [k for k, v in loaders.items() if v is not None]
       raise ValueError(f'Dataset.arrays: split={split!r}; allowed: {have}.')
     loader = loaders[split]
-    batch = loader.source.read(loader.indices)
+    batch = loader.source.read(loader.examples)
     transform = self.test.transform
     if transform is not None:
       batch = transform(batch)
@@ -491,6 +484,7 @@ def get_dataset(
       seed=config.seed,
       shuffle=config.shuffle,
       transform=train_transform,
+      prefetch=config.prefetch,
       **hosts,
   )
 
@@ -518,7 +512,7 @@ def get_dataset(
       },
       extra=extra,
   )
-  return Dataset(info, train, validation, test, prefetch=config.prefetch)
+  return Dataset(info, train, validation, test)
 
 
 __all__ = [

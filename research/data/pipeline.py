@@ -3,9 +3,10 @@
 Order.  Epoch ``e`` visits the examples of a split in the order
 ``numpy.random.default_rng((seed, e)).permutation(n)``: a pure function of
 (seed, epoch), computed for the whole epoch up front.  The batch at data
-position (epoch, step) can therefore be rebuilt after a restart without
-replaying anything, which is what :class:`DataPosition` and
-:meth:`BatchIterator.state` are for.
+at a global step can therefore be rebuilt after a restart without replaying
+anything: :meth:`TrainLoader.batches` and :meth:`TrainLoader.indices` start
+at any step; they are the one way to walk the data (the Trainer resumes
+with them).
 
 Hosts.  ``batch_size`` is the global batch.  Step ``s`` of an epoch takes the
 global batch ``order[s*B:(s+1)*B]`` and host ``p`` of ``P`` keeps the slice
@@ -31,10 +32,8 @@ from typing import (
     Callable,
     Iterable,
     Iterator,
-    NamedTuple,
     Optional,
     Protocol,
-    Union,
 )
 
 import numpy as np
@@ -72,13 +71,6 @@ class ArraySource:
 
   def read(self, indices: np.ndarray) -> Batch:
     return {'x': self.x[indices], 'y': self.y[indices]}
-
-
-class DataPosition(NamedTuple):
-  """Where the next training batch comes from: ``step`` within ``epoch``."""
-
-  epoch: int
-  step: int
 
 
 def _check_int(
@@ -149,7 +141,8 @@ class TrainLoader:
   Args:
     source: the split (:class:`Source`).
     batch_size: global batch size; each host gets ``batch_size / process_count``.
-    indices: the examples of ``source`` to use (a training subset); all if None.
+    indices: the examples of ``source`` to use (a training subset); all if None;
+      kept as ``examples``.
     seed: non-negative int; epoch ``e`` is ordered by ``default_rng((seed, e))``.
     shuffle: False keeps the order of ``indices`` every epoch.
     transform: ``transform(batch, rng) -> batch`` (normalization, augmentation);
@@ -157,6 +150,7 @@ class TrainLoader:
       augmentation too is a function of the data position.
     process_index, process_count: this host; default ``jax.process_index()`` and
       ``jax.process_count()``.
+    prefetch: batches a trainer prepares ahead on a thread (0: none).
   """
 
   def __init__(
@@ -170,11 +164,13 @@ class TrainLoader:
       transform: Optional[TrainTransform] = None,
       process_index: Optional[int] = None,
       process_count: Optional[int] = None,
+      prefetch: int = 2,
   ):
     fn = 'TrainLoader'
+    self.prefetch = _check_int('prefetch', prefetch, 0, fn=fn)
     self.source = source
-    self.indices = _as_indices(indices, source, fn)
-    self.num_examples = len(self.indices)
+    self.examples = _as_indices(indices, source, fn)
+    self.num_examples = len(self.examples)
     self.batch_size = _check_int('batch_size', batch_size, 1, fn=fn)
     if self.batch_size > self.num_examples:
       raise ValueError(
@@ -202,7 +198,7 @@ class TrainLoader:
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
     """Source indices of the whole epoch, in visiting order (all hosts)."""
-    return self.indices[self.epoch_positions(epoch)]
+    return self.examples[self.epoch_positions(epoch)]
 
   def batch_indices(self, epoch_indices: np.ndarray, step: int) -> np.ndarray:
     """This host's source indices for ``step`` of an epoch."""
@@ -218,133 +214,26 @@ class TrainLoader:
       batch = self.transform(batch, rng)
     return batch
 
-  def batch(self, position: DataPosition) -> Batch:
-    """The batch at ``position``: the same every time it is asked for."""
-    epoch, step = self._check_position(position)
-    return self._batch(self.epoch_indices(epoch), epoch, step)
-
-  def epoch_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-    """The batches of one epoch from ``start_step`` on."""
-    epoch, start_step = self._check_position(DataPosition(epoch, start_step))
-    order = self.epoch_indices(epoch)
-    for step in range(start_step, self.steps_per_epoch):
-      yield self._batch(order, epoch, step)
-
-  def _positions(self, start: DataPosition, num_epochs: Optional[int]):
-    epoch, step = start
-    while num_epochs is None or epoch < num_epochs:
+  def _walk(self, start_step: int):
+    """``(epoch order, epoch, step in epoch)`` from global step ``start_step`` on."""
+    start_step = _check_int('start_step', start_step, 0, fn='TrainLoader')
+    epoch, step = divmod(start_step, self.steps_per_epoch)
+    while True:
       order = self.epoch_indices(epoch)
       for s in range(step, self.steps_per_epoch):
-        nxt = (
-            DataPosition(epoch, s + 1)
-            if s + 1 < self.steps_per_epoch
-            else DataPosition(epoch + 1, 0)
-        )
-        yield nxt, self._batch(order, epoch, s)
+        yield order, epoch, s
       epoch, step = epoch + 1, 0
 
-  def iterator(
-      self,
-      start: Union[DataPosition, tuple[int, int], dict, None] = None,
-      *,
-      num_epochs: Optional[int] = None,
-      prefetch: int = 2,
-  ) -> 'BatchIterator':
-    """Batches from ``start`` on, across epochs, remembering the position.
+  def batches(self, start_step: int = 0) -> Iterator[Batch]:
+    """This host's batches from global step ``start_step`` (0-based) on,
+    across epochs, without end: batch ``t`` is the same every time."""
+    for order, epoch, step in self._walk(start_step):
+      yield self._batch(order, epoch, step)
 
-    Args:
-      start: a :class:`DataPosition`, an ``(epoch, step)`` pair, or a dict from
-        :meth:`BatchIterator.state` (its seed and sizes must match this loader).
-      num_epochs: stop before this epoch; None runs forever.
-      prefetch: batches prepared ahead on a background thread; 0 for none.
-    """
-    position = self._check_position(self._parse_start(start))
-    if num_epochs is not None:
-      num_epochs = _check_int('num_epochs', num_epochs, 0, fn='TrainLoader.iterator')
-    prefetch = _check_int('prefetch', prefetch, 0, fn='TrainLoader.iterator')
-    return BatchIterator(
-        self, position, self._positions(position, num_epochs), prefetch
-    )
-
-  def _parse_start(self, start) -> DataPosition:
-    if start is None:
-      return DataPosition(0, 0)
-    if isinstance(start, dict):
-      expected = {
-          'seed': self.seed,
-          'num_examples': self.num_examples,
-          'batch_size': self.batch_size,
-      }
-      for key, value in expected.items():
-        if key in start and int(start[key]) != value:
-          raise ValueError(
-              f'TrainLoader.iterator: the saved data state has {key}={start[key]} '
-              f'but this loader has {key}={value}; the saved position would '
-              'point at different data.'
-          )
-      return DataPosition(int(start['epoch']), int(start['step']))
-    return DataPosition(*(int(v) for v in start))
-
-  def _check_position(self, position: DataPosition) -> DataPosition:
-    epoch, step = position
-    fn = 'TrainLoader'
-    epoch = _check_int('epoch', epoch, 0, fn=fn)
-    step = _check_int('step', step, 0, self.steps_per_epoch, fn=fn)
-    if step == self.steps_per_epoch:  # the end of an epoch is the next one's start
-      return DataPosition(epoch + 1, 0)
-    return DataPosition(epoch, step)
-
-
-class BatchIterator:
-  """Training batches with the data position of the next one to be returned.
-
-  ``position`` and ``state()`` count batches handed to the caller, not the ones
-  the prefetch thread has prepared, so a checkpoint taken between steps
-  resumes exactly: ``loader.iterator(start=it.state())``.
-  """
-
-  def __init__(
-      self,
-      loader: TrainLoader,
-      start: DataPosition,
-      items: Iterator[tuple[DataPosition, Batch]],
-      prefetch: int,
-  ):
-    self._loader = loader
-    self._position = start
-    self._items = Prefetcher(items, prefetch) if prefetch else items
-
-  @property
-  def position(self) -> DataPosition:
-    return self._position
-
-  def state(self) -> dict[str, int]:
-    """JSON-friendly data position, with what it is only valid for."""
-    return {
-        'epoch': self._position.epoch,
-        'step': self._position.step,
-        'seed': self._loader.seed,
-        'num_examples': self._loader.num_examples,
-        'batch_size': self._loader.batch_size,
-    }
-
-  def __iter__(self) -> 'BatchIterator':
-    return self
-
-  def __next__(self) -> Batch:
-    position, batch = next(self._items)
-    self._position = position
-    return batch
-
-  def close(self) -> None:
-    if isinstance(self._items, Prefetcher):
-      self._items.close()
-
-  def __enter__(self) -> 'BatchIterator':
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
+  def indices(self, start_step: int = 0) -> Iterator[np.ndarray]:
+    """The source indices of :meth:`batches` (for a split kept on the device)."""
+    for order, _, step in self._walk(start_step):
+      yield self.batch_indices(order, step)
 
 
 class EvalLoader:
@@ -371,8 +260,8 @@ class EvalLoader:
   ):
     fn = 'EvalLoader'
     self.source = source
-    self.indices = _as_indices(indices, source, fn)
-    self.num_examples = len(self.indices)
+    self.examples = _as_indices(indices, source, fn)
+    self.num_examples = len(self.examples)
     if self.num_examples == 0:
       raise ValueError(f'{fn}: the split has no examples.')
     self.batch_size = _check_int('batch_size', batch_size, 1, fn=fn)
@@ -399,7 +288,7 @@ class EvalLoader:
       mask = slots < n
       # Padding rows read a real example (shapes and dtypes come for free) and
       # are then zeroed, so they cannot put NaNs or extreme values in a sum.
-      batch = self.source.read(self.indices[np.minimum(slots, n - 1)])
+      batch = self.source.read(self.examples[np.minimum(slots, n - 1)])
       if self.transform is not None:
         batch = self.transform(batch)
       if not mask.all():
@@ -508,8 +397,6 @@ class Prefetcher:
 __all__ = [
     'ArraySource',
     'Batch',
-    'BatchIterator',
-    'DataPosition',
     'EvalLoader',
     'EvalTransform',
     'Prefetcher',

@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from typing import Optional
 
 import numpy as np
@@ -64,12 +65,40 @@ class MetricWriter:
       self._tb.close()
 
 
-def progress_bar(total: int, initial: int = 0, enabled: bool = True):
-  """A tqdm bar on stderr; off when disabled or when stderr is not a terminal."""
-  from tqdm import tqdm
-  disable = not enabled or not sys.stderr.isatty()
-  return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True,
-              unit='step')
+class Progress:
+  """Training progress: a tqdm bar labeled with the run's name on a terminal;
+  without one (a log file, CI), a log line every ``seconds`` with the name,
+  step, loss and steps/s. ``enabled=False`` shows nothing."""
+
+  def __init__(self, total: int, initial: int = 0, enabled: bool = True, name: str = '',
+               seconds: float = 30.0):
+    self.total, self.name, self.seconds = total, name, seconds
+    self.n = initial
+    self._bar = None
+    self._enabled = enabled
+    self._last = time.monotonic()
+    if enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True, unit='step',
+                       desc=name or None, leave=False)
+
+  def update(self, step: int, row: dict) -> None:
+    shown = {k: float(np.mean(v)) for k, v in row.items()
+             if k in ('loss', 'accuracy', 'learning_rate', 'steps_per_second')}
+    if self._bar is not None:
+      self._bar.update(step - self.n)
+      self._bar.set_postfix({k: f'{v:.4g}' for k, v in shown.items()})
+    elif self._enabled and (time.monotonic() - self._last >= self.seconds
+                            or step == self.total):
+      self._last = time.monotonic()
+      from absl import logging
+      logging.info('%sstep %d/%d  %s', f'{self.name}: ' if self.name else '', step,
+                   self.total, '  '.join(f'{k} {v:.4g}' for k, v in shown.items()))
+    self.n = step
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
 
 
 def read_metrics(workdir: str, prefix: Optional[str] = None) -> list[dict]:

@@ -14,7 +14,8 @@ processes; each process passes only its own part of each batch.
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,24 +29,41 @@ AXIS = 'batch'
 STRATEGIES = ('none', 'sharded', 'pmap')
 
 
-def _stack_step(step_fn: Callable) -> Callable:
-  """``k`` steps in one call: ``lax.scan`` over batches stacked on axis 0."""
+def _scan(state, batches, logged, spec):
+  """``k`` steps in one call: ``lax.scan`` over batches stacked on axis 0;
+  ``logged`` is a ``(k,)`` bool vector."""
+  def body(state, xs):
+    batch, log = xs
+    return steps.train_step(state, batch, log, spec)
+  return jax.lax.scan(body, state, (batches, logged))
 
-  def multi(state, batches):
-    return jax.lax.scan(step_fn, state, batches)
 
-  return multi
+def _gather(state, data, idx, logged, spec):
+  """``k`` steps over device-resident ``data``: ``idx[i]`` selects batch ``i``."""
+  def body(state, xs):
+    rows, log = xs
+    return steps.train_step(state, jax.tree.map(lambda v: v[rows], data), log, spec)
+  return jax.lax.scan(body, state, (idx, logged))
 
 
-def _gather_step(step_fn: Callable) -> Callable:
-  """``k`` steps over device-resident data: ``idx[i]`` selects batch ``i``."""
-
-  def multi(state, data, idx):
-    def body(state, rows):
-      return step_fn(state, jax.tree.map(lambda v: v[rows], data))
-    return jax.lax.scan(body, state, idx)
-
-  return multi
+# One jitted function per kind of call, created once: JAX's jit cache keys
+# them on the model and optimizer (static fields of the state), the spec and
+# the shapes, so every Trainer with those shares the compilation.
+_SINGLE = dict(
+    train=jax.jit(steps.train_step, static_argnames='spec', donate_argnums=0),
+    train_many=jax.jit(_scan, static_argnames='spec', donate_argnums=0),
+    train_gather=jax.jit(_gather, static_argnames='spec', donate_argnums=0),
+    evaluate=jax.jit(steps.eval_step, static_argnames='spec'),
+)
+_PMAP = dict(
+    train=jax.pmap(steps.train_step, axis_name=AXIS, in_axes=(0, 0, None),
+                   static_broadcasted_argnums=3, donate_argnums=0),
+    train_many=jax.pmap(_scan, axis_name=AXIS, in_axes=(0, 0, None),
+                        static_broadcasted_argnums=3, donate_argnums=0),
+    train_gather=jax.pmap(_gather, axis_name=AXIS, in_axes=(0, 0, 0, None),
+                          static_broadcasted_argnums=4, donate_argnums=0),
+    evaluate=jax.pmap(steps.eval_step, axis_name=AXIS, static_broadcasted_argnums=2),
+)
 
 
 def check_batch_size(parallel: str, batch_size: int) -> None:
@@ -59,39 +77,42 @@ def check_batch_size(parallel: str, batch_size: int) -> None:
 
 
 class Strategy:
-  """Places state and batches and runs compiled steps for one strategy.
+  """Places state and batches and runs the compiled steps for one strategy.
 
-  Subclasses compile ``_train``, ``_train_many`` and ``_eval`` and define
-  place_state and place_batch.
+  ``spec`` (:class:`research.train.steps.StepSpec`) is what the step depends
+  on besides model and optimizer; ``logged`` says which steps compute their
+  diagnostics (a bool, or a ``(k,)`` vector for ``k`` steps per call).
+  Subclasses set ``_fns`` (the jitted calls) and define place_state and
+  place_batch.
   """
+
+  spec: steps.StepSpec
 
   def host(self, tree):
     """Device values -> NumPy, for logging and checkpoints."""
     return jax.device_get(tree)
 
-  def train(self, state, batch):
-    return self._train(state, batch)
+  def train(self, state, batch, logged=True):
+    return self._fns['train'](state, batch, np.asarray(logged), spec=self.spec)
 
-  def train_many(self, state, batches):
-    return self._train_many(state, batches)
+  def train_many(self, state, batches, logged):
+    return self._fns['train_many'](state, batches, np.asarray(logged), spec=self.spec)
 
-  def train_gather(self, state, data, idx):
+  def train_gather(self, state, data, idx, logged):
     """Steps on device-resident ``data`` (see :meth:`place_data`); ``idx`` is
     a placed ``(k, batch)`` index matrix."""
-    return self._train_gather(state, data, idx)
+    return self._fns['train_gather'](state, data, idx, np.asarray(logged), spec=self.spec)
 
   def evaluate(self, state, batch):
-    return self._eval(state, batch)
+    return self._fns['evaluate'](state, batch, spec=self.spec)
 
 
 class Single(Strategy):
   """parallel='none'."""
 
-  def __init__(self, train_step, eval_step):
-    self._train = jax.jit(train_step, donate_argnums=0)
-    self._train_many = jax.jit(_stack_step(train_step), donate_argnums=0)
-    self._train_gather = jax.jit(_gather_step(train_step), donate_argnums=0)
-    self._eval = jax.jit(eval_step)
+  def __init__(self, spec):
+    self.spec = spec
+    self._fns = _SINGLE
 
   def place_state(self, state):
     # A copy: the steps donate the state, which must not delete the caller's
@@ -111,7 +132,8 @@ class Single(Strategy):
 
 class Sharded(Strategy):
 
-  def __init__(self, train_step, eval_step):
+  def __init__(self, spec):
+    self.spec = spec
     # Auto axes: XLA propagates shardings (the batch's 'data' split flows
     # through the model, gathers and reductions) without annotations.
     self.mesh = jax.make_mesh((jax.device_count(),), ('data',),
@@ -119,13 +141,7 @@ class Sharded(Strategy):
     self.replicated = NamedSharding(self.mesh, P())
     self.data = NamedSharding(self.mesh, P('data'))
     self.stacked_data = NamedSharding(self.mesh, P(None, 'data'))
-    rep = self.replicated
-    self._train = jax.jit(train_step, donate_argnums=0, out_shardings=rep)
-    self._train_many = jax.jit(_stack_step(train_step), donate_argnums=0,
-                               out_shardings=rep)
-    self._train_gather = jax.jit(_gather_step(train_step), donate_argnums=0,
-                                 out_shardings=rep)
-    self._eval = jax.jit(eval_step, out_shardings=rep)
+    self._fns = _sharded_fns(self.replicated)
 
   def place_state(self, state):
     return jax.tree.map(
@@ -154,14 +170,22 @@ class Sharded(Strategy):
 
 class PMap(Strategy):
 
-  def __init__(self, train_step, eval_step):
+  def __init__(self, spec):
+    self.spec = dataclasses.replace(spec, axis_name=AXIS)
     self.devices = jax.local_devices()
-    self._train = jax.pmap(train_step, axis_name=AXIS, donate_argnums=0)
-    self._train_many = jax.pmap(_stack_step(train_step), axis_name=AXIS,
-                                donate_argnums=0)
-    self._train_gather = jax.pmap(_gather_step(train_step), axis_name=AXIS,
-                                  donate_argnums=0)
-    self._eval = jax.pmap(eval_step, axis_name=AXIS)
+    self._fns = _PMAP
+
+  def train(self, state, batch, logged=True):
+    return self._fns['train'](state, batch, np.asarray(logged), self.spec)
+
+  def train_many(self, state, batches, logged):
+    return self._fns['train_many'](state, batches, np.asarray(logged), self.spec)
+
+  def train_gather(self, state, data, idx, logged):
+    return self._fns['train_gather'](state, data, idx, np.asarray(logged), self.spec)
+
+  def evaluate(self, state, batch):
+    return self._fns['evaluate'](state, batch, self.spec)
 
   def place_data(self, data):
     return self.place_state(data)
@@ -194,24 +218,29 @@ class PMap(Strategy):
     return jax.tree.map(first, tree)
 
 
-def make_strategy(parallel: str, loss: str = 'cross_entropy', l1: float = 0.0,
-                  l2: float = 0.0, grad_norms: bool = False, num_replicas: int = 1,
-                  **step_options):
-  """The strategy with its compiled train and eval steps.
+@functools.lru_cache(maxsize=None)
+def _sharded_fns(replicated):
+  # The same underlying functions as _SINGLE, with replicated outputs: jit
+  # objects with equal options share their traces.
+  return dict(
+      train=jax.jit(steps.train_step, static_argnames='spec', donate_argnums=0,
+                    out_shardings=replicated),
+      train_many=jax.jit(_scan, static_argnames='spec', donate_argnums=0,
+                         out_shardings=replicated),
+      train_gather=jax.jit(_gather, static_argnames='spec', donate_argnums=0,
+                           out_shardings=replicated),
+      evaluate=jax.jit(steps.eval_step, static_argnames='spec', out_shardings=replicated),
+  )
 
-  With ``num_replicas > 1`` the state carries a leading replica axis (see
-  ``state.create_replicas``) and every step is vmapped over it: N models with
-  different seeds train on the same batches in one program. ``step_options``
-  go to ``steps.make_train_step`` (log_every, num_steps, nonfinite_check).
+
+def make_strategy(parallel: str, spec: steps.StepSpec = steps.StepSpec()) -> Strategy:
+  """The strategy that runs steps of ``spec``.
+
+  With ``spec.replicas`` the state carries a leading replica axis (see
+  ``state.create_replicas``) and every step is vmapped over it: N models
+  (seeds, hyperparameters) train on the same batches in one program.
   """
   if parallel not in STRATEGIES:
     raise ValueError(f'parallel={parallel!r} is unknown; allowed: {", ".join(STRATEGIES)}.')
-  axis = AXIS if parallel == 'pmap' else None
-  train_step = steps.make_train_step(loss, l1, l2, axis_name=axis, grad_norms=grad_norms,
-                                     **step_options)
-  eval_step = steps.make_eval_step(loss, axis_name=axis)
-  if num_replicas > 1:
-    train_step = jax.vmap(train_step, in_axes=(0, None))
-    eval_step = jax.vmap(eval_step, in_axes=(0, None))
   cls = dict(none=Single, sharded=Sharded, pmap=PMap)[parallel]
-  return cls(train_step, eval_step)
+  return cls(spec)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from research.optim import factory as optim_factory
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -50,14 +52,33 @@ class TrainState(flax.struct.PyTreeNode):
     return {'params': self.params}
 
 
-def create_replicas(*, apply_fn, init_fn: Callable, tx, keys: jax.Array) -> TrainState:
-  """N TrainStates stacked on a leading axis, one per key, for ``num_replicas``.
+def create_replicas(*, apply_fn, init_fn: Callable, tx, keys: jax.Array,
+                    hyperparams: Optional[dict] = None) -> TrainState:
+  """N TrainStates stacked on a leading axis: a grid trained as one program.
 
-  ``init_fn(key) -> variables``. Initialisation is vmapped, so each replica's
-  optimizer state is its own (a global-norm transform sees one replica only).
+  Replica ``i`` starts from ``init_fn(split(keys[i])[0]) -> variables`` with
+  run key ``split(keys[i])[1]`` (dropout), and, if given, the injected
+  hyperparameters ``{name: hyperparams[name][i]}`` (``tx`` must hold them
+  in its state: ``research.optim.make`` or ``inject_hyperparams``). Seeds x
+  learning rates, say, is ``keys`` repeated per rate and ``hyperparams =
+  {'learning_rate': rates repeated per seed}``. Initialisation is vmapped,
+  so each replica's optimizer state is its own (a global-norm transform sees
+  one replica only). The Trainer sees the replica axis and vmaps its steps.
   """
   def one(key):
     init_key, run_key = jax.random.split(key)
     return TrainState.create(apply_fn=apply_fn, variables=init_fn(init_key), tx=tx,
                              rng=run_key)
-  return jax.vmap(one)(keys)
+  state = jax.vmap(one)(keys)
+  if hyperparams:
+    n = len(keys)
+    values = {}
+    for name, v in hyperparams.items():
+      v = jnp.asarray(v)
+      if v.shape != (n,):
+        raise ValueError(f'create_replicas: hyperparams[{name!r}] has shape {v.shape}; '
+                         f'allowed: ({n},), one value per key.')
+      values[name] = v
+    state = state.replace(opt_state=optim_factory.set_hyperparams_in(state.opt_state,
+                                                                     **values))
+  return state

@@ -1,14 +1,22 @@
-"""Pure train and eval steps: ``train_step(state, batch) -> (state, metrics)``.
+"""Pure train and eval steps: ``train_step(state, batch, logged, spec)``.
 
 A batch is a dict with ``x``, ``y`` and optionally ``mask`` (1 for a real
 example, 0 for padding). Under ``pmap`` the steps get an ``axis_name`` and
 average gradients, losses and BatchNorm statistics across devices; under
 ``jit`` (one device or sharded) the batch is global and nothing else changes.
+
+The compiled program depends on the model (``state.apply_fn``), the optimizer
+(``state.tx``) and the :class:`StepSpec` (loss, penalties, strategy) only: the
+run length, the log interval and the snapshot steps are not in it. Whether a
+step computes its diagnostics is the traced argument ``logged``, so runs of
+any length share one compilation through JAX's own jit cache.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import inspect
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +26,62 @@ from research.train import losses
 
 DROPOUT = 0  # purposes folded into the step key
 MC_DROPOUT = 1
+
+NONFINITE_CHECKS = ('grads', 'loss')
+
+# ``loss_fn(params, batch_stats, batch, rng) -> (loss, aux)``: ``aux`` is a
+# dict; its ``batch_stats`` entry (if any) is the new BatchNorm state, its
+# ``outputs`` entry (if any) the model outputs, every other scalar a metric.
+LossFn = Callable[[Any, Any, dict, Optional[jax.Array]], tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """What the compiled step depends on besides the model and the optimizer.
+
+  Hashable: it is a static argument of the jitted steps, so two Trainers with
+  equal specs (and the same model and optimizer objects) share compilations.
+
+  Attributes:
+    loss: a built-in loss name (:data:`research.train.losses.LOSSES`) applied
+      to the model outputs, or a :data:`LossFn` (compared by identity).
+    l1, l2: penalty weights folded into a built-in loss (kernels only).
+    axis_name: the pmap axis to average over, or None under jit.
+    grad_norms: also report the gradient norm of every layer.
+    nonfinite_check: 'grads' checks the loss and every gradient entry at
+      every step (:func:`nonfinite_probe`); 'loss' checks the loss only, and
+      the gradients only at logged steps.
+    replicas: the state carries a leading replica axis (a grid of seeds and
+      hyperparameters trained at once on the same batches).
+  """
+
+  loss: Union[str, LossFn] = 'cross_entropy'
+  l1: float = 0.0
+  l2: float = 0.0
+  axis_name: Optional[str] = None
+  grad_norms: bool = False
+  nonfinite_check: str = 'grads'
+  replicas: bool = False
+
+  def __post_init__(self):
+    if isinstance(self.loss, str):
+      losses.get_loss(self.loss)  # unknown names fail here
+    elif not callable(self.loss):
+      raise TypeError(f'loss={self.loss!r} must be a loss name '
+                      f'({", ".join(losses.LOSSES)}) or a callable.')
+    elif self.l1 or self.l2:
+      raise ValueError('l1/l2 apply to the built-in losses only; add the penalty '
+                       'to your loss_fn instead.')
+    if self.nonfinite_check not in NONFINITE_CHECKS:
+      raise ValueError(f'nonfinite_check={self.nonfinite_check!r} is unknown; allowed: '
+                       f'{", ".join(NONFINITE_CHECKS)}.')
+    for name in ('l1', 'l2'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name}={getattr(self, name)!r} is invalid; allowed: >= 0.')
+
+  @property
+  def classify(self) -> bool:
+    return self.loss == 'cross_entropy'
 
 
 def path_name(path) -> str:
@@ -78,153 +142,193 @@ def _mask(batch) -> jax.Array:
   return jnp.ones((batch['x'].shape[0],), jnp.float32)
 
 
-NONFINITE_CHECKS = ('grads', 'loss')
+def _call_kwargs(apply_fn) -> tuple[bool, bool]:
+  """(takes ``train=``, is a Flax ``apply``): how to call the model."""
+  module = getattr(apply_fn, '__self__', None)
+  is_flax = module is not None and hasattr(module, 'init') and hasattr(module, 'apply')
+  fn = type(module).__call__ if is_flax else apply_fn
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False, is_flax
+  takes_train = 'train' in params or any(
+      p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+  return takes_train, is_flax
 
 
-def make_train_step(
-    loss: str = 'cross_entropy',
-    l1: float = 0.0,
-    l2: float = 0.0,
-    axis_name: Optional[str] = None,
-    grad_norms: bool = False,
-    log_every: int = 1,
-    nonfinite_check: str = 'grads',
-    num_steps: int = 0,
-):
-  """Builds ``train_step(state, batch) -> (state, metrics)``.
+def apply_model(apply_fn, variables, x, *, train: bool, rng=None):
+  """``(outputs, new_batch_stats or None)`` for a Flax ``apply`` or a plain
+  ``apply_fn(variables, x)``; ``train=`` is passed only where it is taken."""
+  takes_train, is_flax = _call_kwargs(apply_fn)
+  kwargs = dict(train=train) if takes_train else {}
+  if not is_flax:
+    return apply_fn(variables, x, **kwargs), None
+  if train and 'batch_stats' in variables:
+    out, new_vars = apply_fn(variables, x, rngs={'dropout': rng}, mutable=['batch_stats'],
+                             **kwargs)
+    return out, new_vars['batch_stats']
+  rngs = {'dropout': rng} if (train and rng is not None) else None
+  return apply_fn(variables, x, rngs=rngs, **kwargs), None
 
-  The objective is ``mean_loss + l2 * sum ||W||^2 / 2 + l1 * sum |W|`` over
-  kernels. A step found non-finite leaves the state unchanged except for
-  ``step`` and reports ``nonfinite = 1``.
 
-  Args:
-    loss: 'cross_entropy' (integer labels) or 'mse'.
-    l1, l2: penalty weights.
-    axis_name: the pmap axis to average over, or None under jit.
-    grad_norms: also report the gradient norm of every layer (the vanishing /
-      exploding-gradient diagnostic).
-    log_every, num_steps: the diagnostics (accuracy, gradient norms) are
-      computed only on the steps the Trainer logs, ``t`` (1-based) with
-      ``t % log_every == 0`` or ``t == num_steps``; elsewhere they are 0. The
-      loss is computed at every step.
-    nonfinite_check: 'grads' checks the loss and every gradient entry at
-      every step (:func:`nonfinite_probe`, one multiply-add per entry); 'loss'
-      checks the loss only, and the gradients only at logged steps.
+def model_loss(apply_fn, name: str = 'cross_entropy', l1: float = 0.0,
+               l2: float = 0.0) -> LossFn:
+  """The built-in :data:`LossFn`: a named per-example loss of the model's
+  outputs, averaged over the batch's mask, plus ``l2 sum ||W||^2 / 2 + l1
+  sum |W|`` over kernels. ``aux`` holds the data loss, outputs and the new
+  BatchNorm statistics."""
+  per_example = losses.get_loss(name)
 
-  The metrics hold ``loss``, ``objective`` (with penalties), ``nonfinite``,
-  ``learning_rate`` (under ``inject_hyperparams``) at every step, and
-  ``grad_norm``, ``accuracy`` and ``layer_grad_norms`` (if asked) at logged
-  steps (0 elsewhere).
-  """
-  if nonfinite_check not in NONFINITE_CHECKS:
-    raise ValueError(f'nonfinite_check={nonfinite_check!r} is unknown; allowed: '
-                     f'{", ".join(NONFINITE_CHECKS)}.')
-  per_example = losses.get_loss(loss)
-  classify = loss == 'cross_entropy'
+  def loss_fn(params, batch_stats, batch, rng):
+    variables = {'params': params}
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
+    outputs, new_stats = apply_model(apply_fn, variables, batch['x'], train=True, rng=rng)
+    data_loss = losses.masked_mean(per_example(outputs, batch['y']), _mask(batch))
+    total = data_loss
+    if l2:
+      total = total + l2 * losses.l2_penalty(params)
+    if l1:
+      total = total + l1 * losses.l1_penalty(params)
+    aux = dict(loss=data_loss, outputs=outputs)
+    if new_stats is not None:
+      aux['batch_stats'] = new_stats
+    return total, aux
 
-  def train_step(state, batch):
-    key = state.step_key(DROPOUT)
-    if axis_name is not None:  # a different dropout mask on each device
-      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    mask = _mask(batch)
+  return loss_fn
 
-    def objective(params):
-      variables = {'params': params}
-      if state.batch_stats:
-        variables['batch_stats'] = state.batch_stats
-      outputs, new_vars = state.apply_fn(
-          variables, batch['x'], train=True, rngs={'dropout': key},
-          mutable=['batch_stats'],
-      )
-      data_loss = losses.masked_mean(per_example(outputs, batch['y']), mask)
-      total = data_loss
-      if l2:
-        total = total + l2 * losses.l2_penalty(params)
-      if l1:
-        total = total + l1 * losses.l1_penalty(params)
-      return total, (data_loss, outputs, new_vars)
 
-    (total, (data_loss, outputs, new_vars)), grads = jax.value_and_grad(
-        objective, has_aux=True)(state.params)
-    batch_stats = new_vars.get('batch_stats', state.batch_stats)
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-      batch_stats = jax.lax.pmean(batch_stats, axis_name)
-    t = state.step + 1
-    logged = (t % log_every == 0) | (t == num_steps)
-    check_grads = nonfinite_check == 'grads'
+def _train_step(state, batch, logged, spec: StepSpec):
+  key = state.step_key(DROPOUT)
+  if spec.axis_name is not None:  # a different dropout mask on each device
+    key = jax.random.fold_in(key, jax.lax.axis_index(spec.axis_name))
+  if isinstance(spec.loss, str):
+    loss_fn = model_loss(state.apply_fn, spec.loss, spec.l1, spec.l2)
+  else:
+    loss_fn = spec.loss
+  (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, state.batch_stats, batch, key)
+  aux = dict(aux)
+  batch_stats = aux.pop('batch_stats', state.batch_stats)
+  outputs = aux.pop('outputs', None)
+  data_loss = aux.pop('loss', total)
+  if spec.axis_name is not None:
+    grads = jax.lax.pmean(grads, spec.axis_name)
+    batch_stats = jax.lax.pmean(batch_stats, spec.axis_name)
+  classify = spec.classify and outputs is not None
 
-    def diagnostics(_):
-      d = dict(grad_sq=_grad_sq(grads))
-      if classify:
-        d['accuracy'] = losses.masked_mean(losses.correct(outputs, batch['y']), mask)
-      if grad_norms:
-        d['layer_grad_norms'] = layer_grad_norms(grads)
-      return d
-
-    shapes = jax.eval_shape(diagnostics, None)
-    diag = jax.lax.cond(logged, diagnostics,
-                        lambda _: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes),
-                        None)
-    # Under 'loss', the squared norm (0 on steps not logged) checks the
-    # gradients where it is computed.
-    probe = nonfinite_probe(grads) if check_grads else diag['grad_sq']
-    metrics = dict(loss=data_loss, objective=total)
+  def diagnostics(_):
+    d = dict(grad_sq=_grad_sq(grads))
     if classify:
-      metrics['accuracy'] = diag['accuracy']
-    if axis_name is not None:
-      metrics = jax.lax.pmean(metrics, axis_name)
-    finite = jnp.isfinite(metrics['objective']) & jnp.isfinite(probe)
+      d['accuracy'] = losses.masked_mean(losses.correct(outputs, batch['y']), _mask(batch))
+    if spec.grad_norms:
+      d['layer_grad_norms'] = layer_grad_norms(grads)
+    return d
 
-    def apply():
-      updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-      params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), state.params, updates)
-      return params, opt_state, batch_stats, learning_rate_of(opt_state)
+  shapes = jax.eval_shape(diagnostics, None)
+  diag = jax.lax.cond(logged, diagnostics,
+                      lambda _: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes),
+                      None)
+  # Under 'loss', the squared norm (0 on steps not logged) checks the
+  # gradients where it is computed.
+  probe = nonfinite_probe(grads) if spec.nonfinite_check == 'grads' else diag['grad_sq']
+  metrics = dict(loss=data_loss, objective=total)
+  metrics.update({k: v for k, v in aux.items() if jnp.ndim(v) == 0})
+  if classify:
+    metrics['accuracy'] = diag['accuracy']
+  if spec.axis_name is not None:
+    metrics = jax.lax.pmean(metrics, spec.axis_name)
+  finite = jnp.isfinite(metrics['objective']) & jnp.isfinite(probe)
 
-    def skip():
-      return state.params, state.opt_state, state.batch_stats, learning_rate_of(state.opt_state)
+  def apply():
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), state.params, updates)
+    return params, opt_state, batch_stats, learning_rate_of(opt_state)
 
-    # lax.cond, not jnp.where(finite, new, old): with a select XLA recomputes
-    # the new optimizer state inside the parameter update and copies the old
-    # state to keep it alive (12 extra copies per step for Adam on the MLP;
-    # 40 scanned steps ran 0.87x a hand-written loop with the select, 0.95x
-    # with the cond). Under vmap (num_replicas) the cond becomes a select
-    # again, per replica.
-    params, opt_state, batch_stats, lr = jax.lax.cond(finite, apply, skip)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=batch_stats)
-    metrics['grad_norm'] = jnp.sqrt(diag['grad_sq'])
-    if lr is not None:  # the rate applied at this step (the last one, if skipped)
-      metrics['learning_rate'] = jnp.asarray(lr, jnp.float32)
-    metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
-    if grad_norms:
-      metrics['layer_grad_norms'] = diag['layer_grad_norms']
-    return new_state, metrics
+  def skip():
+    return state.params, state.opt_state, state.batch_stats, learning_rate_of(state.opt_state)
 
-  return train_step
+  # lax.cond, not jnp.where(finite, new, old): with a select XLA recomputes
+  # the new optimizer state inside the parameter update and copies the old
+  # state to keep it alive (12 extra copies per step for Adam on the MLP;
+  # 40 scanned steps ran 0.87x a hand-written loop with the select, 0.95x
+  # with the cond). Under vmap (replicas) the cond becomes a select again,
+  # per replica.
+  params, opt_state, batch_stats, lr = jax.lax.cond(finite, apply, skip)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            batch_stats=batch_stats)
+  metrics['grad_norm'] = jnp.sqrt(diag['grad_sq'])
+  if lr is not None:  # the rate applied at this step (the last one, if skipped)
+    metrics['learning_rate'] = jnp.asarray(lr, jnp.float32)
+  metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
+  if spec.grad_norms:
+    metrics['layer_grad_norms'] = diag['layer_grad_norms']
+  return new_state, metrics
 
 
-def make_eval_step(loss: str = 'cross_entropy', axis_name: Optional[str] = None):
-  """Builds ``eval_step(state, batch) -> sums`` of loss, correct and count.
+def train_step(state, batch, logged, spec: StepSpec = StepSpec()):
+  """One step: ``(state, metrics)``; ``logged`` (a traced bool) asks for the
+  diagnostics (accuracy, gradient norms; 0 otherwise). A step found
+  non-finite leaves the state unchanged except for ``step`` and reports
+  ``nonfinite = 1``. With ``spec.replicas`` the state has a leading replica
+  axis and every replica trains on the same batch.
 
-  Sums (not means) so that batches, devices and hosts add up exactly and
-  padded examples (mask 0) count for nothing.
+  The metrics hold ``loss`` (the data loss), ``objective`` (with penalties),
+  ``nonfinite``, ``learning_rate`` (under ``inject_hyperparams``) and the
+  scalar entries of a custom loss's ``aux`` at every step, and ``grad_norm``,
+  ``accuracy`` and ``layer_grad_norms`` (if asked) at logged steps.
   """
-  per_example = losses.get_loss(loss)
-  classify = loss == 'cross_entropy'
+  if spec.replicas:
+    return jax.vmap(_train_step, in_axes=(0, None, None, None))(state, batch, logged, spec)
+  return _train_step(state, batch, logged, spec)
 
-  def eval_step(state, batch):
-    mask = _mask(batch)
-    outputs = state.apply_fn(state.variables, batch['x'], train=False)
-    sums = dict(loss_sum=jnp.sum(per_example(outputs, batch['y']) * mask),
-                count=jnp.sum(mask))
-    if classify:
+
+def make_train_step(loss: Union[str, LossFn] = 'cross_entropy', **spec_fields):
+  """``train_step(state, batch, logged=True)`` for a :class:`StepSpec`.
+
+  A convenience for hand-written loops; the Trainer calls :func:`train_step`
+  with its spec as a static argument.
+  """
+  spec = StepSpec(loss=loss, **spec_fields)
+
+  def step(state, batch, logged=True):
+    return train_step(state, batch, jnp.asarray(logged), spec)
+
+  return step
+
+
+def _eval_step(state, batch, spec: StepSpec):
+  mask = _mask(batch)
+  if isinstance(spec.loss, str):
+    outputs, _ = apply_model(state.apply_fn, state.variables, batch['x'], train=False)
+    per_example = losses.get_loss(spec.loss)(outputs, batch['y'])
+    sums = dict(loss_sum=jnp.sum(per_example * mask), count=jnp.sum(mask))
+    if spec.classify:
       sums['correct'] = jnp.sum(losses.correct(outputs, batch['y']) * mask)
-    if axis_name is not None:
-      sums = jax.lax.psum(sums, axis_name)
-    return sums
+  else:  # a custom loss: its batch mean, weighted by the batch's count
+    loss, aux = spec.loss(state.params, state.batch_stats, batch, None)
+    count = jnp.sum(mask)
+    sums = dict(loss_sum=aux.get('loss', loss) * count, count=count)
+    if 'accuracy' in aux:
+      sums['correct'] = aux['accuracy'] * count
+  if spec.axis_name is not None:
+    sums = jax.lax.psum(sums, spec.axis_name)
+  return sums
 
-  return eval_step
+
+def eval_step(state, batch, spec: StepSpec = StepSpec()):
+  """Sums (not means) of loss, correct and count over the batch, so that
+  batches, devices and hosts add up exactly and padded examples (mask 0)
+  count for nothing."""
+  if spec.replicas:
+    return jax.vmap(_eval_step, in_axes=(0, None, None))(state, batch, spec)
+  return _eval_step(state, batch, spec)
+
+
+def make_eval_step(loss: Union[str, LossFn] = 'cross_entropy', **spec_fields):
+  """``eval_step(state, batch) -> sums`` for a :class:`StepSpec`."""
+  spec = StepSpec(loss=loss, **spec_fields)
+  return lambda state, batch: eval_step(state, batch, spec)
 
 
 def summarize_eval(sums: dict) -> dict:

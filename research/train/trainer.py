@@ -1,20 +1,28 @@
 """The Trainer: one loop for one CPU, many devices or many hosts.
 
     trainer = Trainer(config.train, workdir)
-    result = trainer.fit(state, train_loader, eval_sets={'validation': loader})
+    result = trainer.fit(state, train_loader, eval_sets={'validation': loader},
+                         num_steps=1000)
 
 ``train_loader`` is a ``research.data.TrainLoader`` (global batches fixed by
 ``(seed, epoch, step)``, each host reading its slice); evaluation sets are
 ``research.data.EvalLoader``s or dicts of arrays ``{'x', 'y'}``.
 
 What it does around the pure steps (research/train/steps.py):
+- compiles nothing of its own: the steps are module-level jitted functions
+  whose program depends on model, optimizer and loss only (``StepSpec``), so
+  runs of another length, log interval or snapshot steps, and every Trainer
+  with the same model and optimizer, reuse one compilation;
 - runs them with the chosen strategy (``parallel='none'|'sharded'|'pmap'``),
   ``steps_per_dispatch`` steps per call under ``lax.scan``;
 - pulls metrics to the host only every ``log_every`` steps and writes them to
-  ``metrics.jsonl``, TensorBoard and a progress bar;
+  ``metrics.jsonl``, TensorBoard and a progress bar (a labeled bar on a
+  terminal, a log line every ``progress_seconds`` otherwise);
 - evaluates every ``eval_every`` steps and calls the hooks (early stopping,
   performance scheduling, ...) with the results;
 - keeps every snapshot asked for (``snapshot_steps``);
+- trains a grid of replicas (seeds x hyperparameters, ``state.create_replicas``)
+  as one vmapped program when the state has a leading replica axis;
 - skips steps whose loss or gradients are not finite and stops, with a clear
   message, after ``max_nonfinite_in_row`` of them; the last good checkpoint
   stays;
@@ -29,33 +37,39 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
 from research.data import pipeline
 from research.train import checkpoints as ckpt_lib
+from research.train import losses
 from research.train import metric_writers
 from research.train import parallel as parallel_lib
 from research.train import steps as steps_lib
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Every Trainer field with its default; studies override what they need."""
+  """Every Trainer field with its default; studies override what they need.
+
+  ``num_steps``, ``log_every`` and ``snapshot_steps`` are the defaults of
+  :meth:`Trainer.fit`'s arguments of the same names (a study passes its own
+  and leaves them out of its config, see ``configs.common``); the batch
+  size is the loader's.
+  """
   return ml_collections.ConfigDict(dict(
       parallel='none',          # 'none' | 'sharded' | 'pmap'
       num_steps=1000,
-      batch_size=100,           # global batch, over all devices and hosts
       eval_batch_size=1000,
       seed=0,
-      loss='cross_entropy',     # 'cross_entropy' | 'mse'
+      loss='cross_entropy',     # a name in research.train.losses.LOSSES
       l1=0.0,
       l2=0.0,
       steps_per_dispatch=1,     # k steps per call under lax.scan
       data_on_device=False,     # keep an in-memory training split on the device
-      num_replicas=1,           # N seeds at once (vmap); see state.create_replicas
       log_every=100,
       log_grad_norms=False,     # per-layer gradient norms in the metrics
       eval_every=0,             # 0: evaluate only at the end
@@ -67,9 +81,13 @@ def default_config() -> ml_collections.ConfigDict:
       nonfinite_check='grads',  # 'grads': loss and every gradient at every step;
                                 # 'loss': loss every step, gradients at logged steps
       resume='auto',            # 'auto' | 'force' | 'never'
-      progress=True,
+      progress=True,            # a bar on a terminal, else a log line every
+      progress_seconds=30.0,    # progress_seconds
       tensorboard=True,
   ))
+
+
+RUN_FIELDS = ('num_steps', 'log_every', 'snapshot_steps')
 
 
 def validate_config(c) -> None:
@@ -78,27 +96,46 @@ def validate_config(c) -> None:
     if not ok:
       raise ValueError(f'config.train.{field}={c[field]!r} is invalid; allowed: {allowed}.')
   need(c.parallel in parallel_lib.STRATEGIES, 'parallel', ', '.join(parallel_lib.STRATEGIES))
-  need(c.num_steps >= 1, 'num_steps', '>= 1')
-  need(c.batch_size >= 1, 'batch_size', '>= 1')
   need(c.eval_batch_size >= 1, 'eval_batch_size', '>= 1')
-  need(c.loss in ('cross_entropy', 'mse'), 'loss', "'cross_entropy' or 'mse'")
+  need(c.loss in losses.LOSSES, 'loss', ', '.join(losses.LOSSES))
   need(c.l1 >= 0, 'l1', '>= 0')
   need(c.l2 >= 0, 'l2', '>= 0')
   need(c.steps_per_dispatch >= 1, 'steps_per_dispatch', '>= 1')
-  need(c.log_every >= 1, 'log_every', '>= 1')
   need(c.eval_every >= 0, 'eval_every', '>= 0')
   need(c.checkpoint_every >= 0, 'checkpoint_every', '>= 0')
   need(c.keep_checkpoints >= 1, 'keep_checkpoints', '>= 1')
   need(c.max_nonfinite_in_row >= 1, 'max_nonfinite_in_row', '>= 1')
   need(c.nonfinite_check in steps_lib.NONFINITE_CHECKS, 'nonfinite_check',
        ', '.join(repr(x) for x in steps_lib.NONFINITE_CHECKS))
-  need(c.num_replicas >= 1, 'num_replicas', '>= 1')
   need(c.resume in ('auto', 'force', 'never'), 'resume', "'auto', 'force' or 'never'")
-  need(all(1 <= s <= c.num_steps for s in c.snapshot_steps), 'snapshot_steps',
-       f'steps in [1, num_steps={c.num_steps}]')
-  parallel_lib.check_batch_size(c.parallel, c.batch_size)
+  need(c.get('progress_seconds', 30.0) > 0, 'progress_seconds', '> 0')
+  if 'num_steps' in c:
+    need(c.num_steps >= 1, 'num_steps', '>= 1')
+  if 'log_every' in c:
+    need(c.log_every >= 1, 'log_every', '>= 1')
+  if 'snapshot_steps' in c and 'num_steps' in c:
+    need(all(1 <= s <= c.num_steps for s in c.snapshot_steps), 'snapshot_steps',
+         f'steps in [1, num_steps={c.num_steps}]')
   if c.parallel != 'none':
     parallel_lib.check_batch_size(c.parallel, c.eval_batch_size)
+
+
+def _run_args(c, num_steps, log_every, snapshot_steps) -> tuple[int, int, tuple]:
+  """fit's run length, log interval and snapshot steps: arguments first,
+  then the config's defaults."""
+  num_steps = c.get('num_steps') if num_steps is None else num_steps
+  log_every = c.get('log_every', 100) if log_every is None else log_every
+  snapshot_steps = c.get('snapshot_steps', ()) if snapshot_steps is None else snapshot_steps
+  if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+    raise ValueError(f'Trainer.fit: num_steps={num_steps!r} is invalid; allowed: an int >= 1.')
+  if not isinstance(log_every, (int, np.integer)) or log_every < 1:
+    raise ValueError(f'Trainer.fit: log_every={log_every!r} is invalid; allowed: an int >= 1.')
+  snapshot_steps = tuple(int(s) for s in snapshot_steps)
+  bad = [s for s in snapshot_steps if not 1 <= s <= num_steps]
+  if bad:
+    raise ValueError(f'Trainer.fit: snapshot_steps={bad} are invalid; allowed: steps '
+                     f'in [1, num_steps={num_steps}].')
+  return int(num_steps), int(log_every), snapshot_steps
 
 
 class NonFiniteError(RuntimeError):
@@ -171,29 +208,45 @@ def check_resume(workdir: str, run_config: Optional[dict], resume: str) -> None:
 
 
 class Trainer:
-  """Runs training for a TrainState under one parallel strategy."""
+  """Runs training for a TrainState under one parallel strategy.
+
+  Args:
+    config: the train config (:func:`default_config`).
+    workdir: where checkpoints, snapshots, metrics.jsonl and TensorBoard go;
+      None keeps everything in memory.
+    hooks: called after every evaluation (see :data:`Hook`).
+    run_config: the whole config of the run, written to ``config.json``; a
+      resume into a workdir of another config is refused.
+    loss_fn: a custom ``loss_fn(params, batch_stats, batch, rng) -> (loss,
+      aux)`` (see ``steps.LossFn``) instead of ``config.loss``.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: Optional[str] = None,
-               hooks: Sequence[Hook] = (), run_config: Optional[dict] = None):
+               hooks: Sequence[Hook] = (), run_config: Optional[dict] = None,
+               loss_fn: Optional[steps_lib.LossFn] = None):
     validate_config(config)
     self.config = config
     self.workdir = workdir
     self.hooks = list(hooks)
     self.run_config = run_config
     self.should_stop = False
-    if config.num_replicas > 1 and self.hooks:
-      raise ValueError(
-          f'config.train.num_replicas={config.num_replicas} cannot be combined with '
-          'hooks (early stopping, performance scheduling): they decide for one run.')
-    self.strategy = parallel_lib.make_strategy(
-        config.parallel, config.loss, config.l1, config.l2, config.log_grad_norms,
-        config.num_replicas, log_every=config.log_every, num_steps=config.num_steps,
-        nonfinite_check=config.nonfinite_check)
+    self.spec = steps_lib.StepSpec(
+        loss=config.loss if loss_fn is None else loss_fn,
+        l1=0.0 if loss_fn is not None else config.l1,
+        l2=0.0 if loss_fn is not None else config.l2,
+        grad_norms=config.log_grad_norms, nonfinite_check=config.nonfinite_check)
+    self.strategy = parallel_lib.make_strategy(config.parallel, self.spec)
+
+  def _set_replicas(self, replicas: bool) -> None:
+    if replicas != self.strategy.spec.replicas:
+      self.strategy = parallel_lib.make_strategy(
+          self.config.parallel, dataclasses.replace(self.spec, replicas=replicas))
 
   # --- evaluation ---------------------------------------------------------
 
   def evaluate(self, state, arrays) -> dict:
     """Loss and accuracy over every example of ``arrays`` exactly once."""
+    self._set_replicas(np.ndim(state.step) == 1)
     loader = arrays
     if isinstance(arrays, dict):
       n = len(arrays['y'])
@@ -207,21 +260,6 @@ class Trainer:
 
   # --- the loop -------------------------------------------------------------
 
-  def _batches(self, data: pipeline.TrainLoader, step: int) -> Iterator[dict]:
-    # One batch per step, so the data position follows from the step alone.
-    epoch, start = divmod(step, data.steps_per_epoch)
-    while True:
-      yield from data.epoch_batches(epoch, start)
-      epoch, start = epoch + 1, 0
-
-  def _index_batches(self, data: pipeline.TrainLoader, step: int) -> Iterator[np.ndarray]:
-    epoch, start = divmod(step, data.steps_per_epoch)
-    while True:
-      order = data.epoch_indices(epoch)
-      for s in range(start, data.steps_per_epoch):
-        yield data.batch_indices(order, s)
-      epoch, start = epoch + 1, 0
-
   def _device_data(self, data: pipeline.TrainLoader):
     if not (hasattr(data.source, 'x') and hasattr(data.source, 'y')):
       raise ValueError(
@@ -234,28 +272,42 @@ class Trainer:
     return self.strategy.place_data(dict(x=np.asarray(data.source.x),
                                          y=np.asarray(data.source.y)))
 
-  def _next_event(self, step: int) -> int:
+  def _next_event(self, step: int, run) -> int:
     c = self.config
-    events = [c.num_steps]
-    for every in (c.log_every, c.eval_every, c.checkpoint_every):
+    events = [run.num_steps]
+    for every in (run.log_every, c.eval_every, c.checkpoint_every):
       if every:
         events.append((step // every + 1) * every)
-    events += [s for s in c.snapshot_steps if s > step]
+    events += [s for s in run.snapshot_steps if s > step]
     return min(events)
 
   def host_state(self, state):
     """A NumPy copy of a (placed) state, e.g. for hooks and checkpoints."""
     return self.strategy.host(state)
 
-  def fit(self, state, data: pipeline.TrainLoader, eval_sets: Optional[dict] = None,
-          ) -> FitResult:
+  def fit(self, state, data: pipeline.TrainLoader, eval_sets: Optional[dict] = None, *,
+          num_steps: Optional[int] = None, log_every: Optional[int] = None,
+          snapshot_steps: Optional[Sequence[int]] = None, name: str = '',
+          prefetch: int = 2) -> FitResult:
+    """Trains ``state`` to step ``num_steps`` (resuming from the workdir's
+    latest checkpoint if there is one).
+
+    ``num_steps``, ``log_every`` and ``snapshot_steps`` default to the
+    config's fields of the same names; none of them changes the compiled
+    step. ``name`` labels the progress bar and log lines; ``prefetch`` is
+    the number of host batches prepared ahead on a thread.
+    """
     c = self.config
-    eval_sets = eval_sets or {}
-    self.should_stop = False  # one Trainer (one compilation) serves many runs
-    if data.batch_size != c.batch_size:
+    run = _Run(*_run_args(c, num_steps, log_every, snapshot_steps), name=name)
+    replicas = np.ndim(state.step) == 1
+    self._set_replicas(replicas)
+    if replicas and self.hooks:
       raise ValueError(
-          f'config.train.batch_size={c.batch_size} but the data yields global '
-          f'batches of {data.batch_size}.')
+          'a state with a replica axis cannot be trained with hooks (early '
+          'stopping, performance scheduling): they decide for one run.')
+    eval_sets = eval_sets or {}
+    self.should_stop = False  # one Trainer serves many runs
+    parallel_lib.check_batch_size(c.parallel, data.batch_size)
     _check_finite_source(data.source)
     start_time = time.perf_counter()
     checkpoints = None
@@ -277,6 +329,8 @@ class Trainer:
         for hook in self.hooks:
           if hasattr(hook, 'load_state_dict') and hook.name in meta.get('hooks', {}):
             hook.load_state_dict(self, meta['hooks'][hook.name], state)
+        logging.info('%sresumed from step %d (%s)', f'{name}: ' if name else '',
+                     int(np.max(state.step)), checkpoints.directory)
     step = int(np.max(state.step))  # replicas step together
     writer = None
     if self.workdir:
@@ -287,51 +341,55 @@ class Trainer:
     on_device = None
     if c.data_on_device:
       on_device = self._device_data(data)
-      batches = self._index_batches(data, step)
+      batches = _Closing(data.indices(step))
     else:
-      batches = pipeline.Prefetcher(self._batches(data, step), size=2)
+      batches = pipeline.Prefetcher(data.batches(step), size=prefetch) if prefetch else \
+          _Closing(data.batches(step))
       first = next(batches)
       _check_finite(first, 'the first training batch')
       batches = _chain_first(first, batches)
 
     state = self.strategy.place_state(state)
     history, evals, pending = [], [], []
-    bar = metric_writers.progress_bar(c.num_steps, step, c.progress)
+    progress = metric_writers.Progress(run.num_steps, step, c.progress, name,
+                                       c.get('progress_seconds', 30.0))
     compile_time, last_log = 0.0, (time.perf_counter(), step)
     try:
-      while step < c.num_steps and not self.should_stop:
-        k = min(c.steps_per_dispatch, self._next_event(step) - step)
+      while step < run.num_steps and not self.should_stop:
+        k = min(c.steps_per_dispatch, self._next_event(step, run) - step)
+        logged = np.array([run.logged(t) for t in range(step + 1, step + k + 1)])
         t0 = time.perf_counter()
         if on_device is not None:
           idx = np.stack([next(batches) for _ in range(k)])
           state, metrics = self.strategy.train_gather(
-              state, on_device, self.strategy.place_indices(idx))
+              state, on_device, self.strategy.place_indices(idx), logged)
         elif k == 1:
-          state, metrics = self.strategy.train(state, self.strategy.place_batch(next(batches)))
+          state, metrics = self.strategy.train(
+              state, self.strategy.place_batch(next(batches)), logged[0])
         else:
           group = [next(batches) for _ in range(k)]
           stacked = jax.tree.map(lambda *xs: np.stack(xs), *group)
           state, metrics = self.strategy.train_many(
-              state, self.strategy.place_batch(stacked, stacked=True))
+              state, self.strategy.place_batch(stacked, stacked=True), logged)
         if not compile_time:
           jax.block_until_ready(metrics)
           compile_time = time.perf_counter() - t0
         pending.append((step, k, metrics))
         step += k
 
-        if step % c.log_every == 0 or step == c.num_steps:
-          row = self._flush(pending, meta, step, last_log, writer, bar)
+        if run.logged(step):
+          row = self._flush(pending, meta, step, last_log, writer, progress, run)
           history.append(row)
           pending, last_log = [], (time.perf_counter(), step)
-        if step in c.snapshot_steps:
+        if step in run.snapshot_steps:
           snapshots.append((step, self._save_snapshot(state, step, meta)))
-        if (c.eval_every and step % c.eval_every == 0) or step == c.num_steps:
+        if (c.eval_every and step % c.eval_every == 0) or step == run.num_steps:
           if eval_sets:
             state = self._evaluate_and_hook(state, step, eval_sets, evals, writer)
         if checkpoints and ((c.checkpoint_every and step % c.checkpoint_every == 0)
-                            or step == c.num_steps or self.should_stop):
+                            or step == run.num_steps or self.should_stop):
           if pending:  # counters in meta must be current before saving
-            history.append(self._flush(pending, meta, step, last_log, writer, bar))
+            history.append(self._flush(pending, meta, step, last_log, writer, progress, run))
             pending = []
           meta['hooks'] = {h.name: h.state_dict() for h in self.hooks
                            if hasattr(h, 'state_dict')}
@@ -339,7 +397,7 @@ class Trainer:
           _check_finite_state(host, step)
           checkpoints.save(step, ckpt_lib.state_tree(host), meta)
       if pending:  # stopped by a hook between two logged steps
-        history.append(self._flush(pending, meta, step, last_log, writer, bar))
+        history.append(self._flush(pending, meta, step, last_log, writer, progress, run))
       for hook in self.hooks:
         if hasattr(hook, 'finalize'):
           final = hook.finalize(self, state)
@@ -347,7 +405,7 @@ class Trainer:
             state = self.strategy.place_state(final)
     finally:
       batches.close()
-      bar.close()
+      progress.close()
       if writer:
         writer.close()
       if checkpoints:
@@ -358,7 +416,7 @@ class Trainer:
         nonfinite_steps=meta['nonfinite_steps'],
         wall_time=time.perf_counter() - start_time, compile_time=compile_time)
 
-  def _flush(self, pending, meta, step, last_log, writer, bar) -> dict:
+  def _flush(self, pending, meta, step, last_log, writer, progress, run) -> dict:
     """Pulls the pending metrics to the host (the only sync in the loop)."""
     host = self.strategy.host([m for _, _, m in pending])
     per_step = []
@@ -380,7 +438,7 @@ class Trainer:
     last = per_step[-1]
     elapsed = time.perf_counter() - last_log[0]
     row = dict(last)
-    if step % self.config.log_every and step != self.config.num_steps:
+    if not run.logged(step):
       # Not a logged step: the step skipped its diagnostics (see steps.py).
       for key in ('accuracy', 'grad_norm', 'layer_grad_norms'):
         row.pop(key, None)
@@ -388,9 +446,7 @@ class Trainer:
     row['nonfinite_steps'] = meta['nonfinite_steps']
     if writer:
       writer.write(step, row, prefix='train/')
-    bar.update(step - bar.n)
-    bar.set_postfix({k: f'{float(np.mean(v)):.4g}' for k, v in row.items()
-                     if k in ('loss', 'accuracy', 'learning_rate', 'steps_per_second')})
+    progress.update(step, row)
     return dict(step=step, **row)
 
   def _evaluate_and_hook(self, state, step, eval_sets, evals, writer):
@@ -415,6 +471,37 @@ class Trainer:
       ckpt_lib.save_params(self._snapshot_dir(step), snap)
       meta['snapshot_steps'] = sorted(set(meta['snapshot_steps']) | {step})
     return snap
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What one call of ``fit`` runs: not part of the compiled step."""
+  num_steps: int
+  log_every: int
+  snapshot_steps: tuple
+  name: str = ''
+
+  def logged(self, t: int) -> bool:
+    """Step ``t`` (1-based) computes its diagnostics and is logged."""
+    return t % self.log_every == 0 or t == self.num_steps
+
+
+class _Closing:
+  """A plain iterator with the ``close`` of a Prefetcher."""
+
+  def __init__(self, it):
+    self._it = it
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self._it)
+
+  def close(self):
+    close = getattr(self._it, 'close', None)
+    if close:
+      close()
 
 
 class _chain_first:

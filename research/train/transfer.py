@@ -50,7 +50,7 @@ import jax.numpy as jnp
 
 from research import optim
 from research.train import checkpoints as ckpt_lib
-from research.train import ensemble
+from research.analysis import ensemble
 from research.train import steps
 
 __all__ = [

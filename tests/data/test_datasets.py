@@ -56,7 +56,7 @@ def test_stratified_holdout_from_config(mnist1d_cache):
       ds.info.num_examples['validation'] == 400
       and ds.info.num_examples['train'] == 3600
   )
-  assert not np.intersect1d(ds.train.indices, ds.validation.indices).size
+  assert not np.intersect1d(ds.train.examples, ds.validation.examples).size
   _, y_val = ds.arrays('validation')
   y_train = mnist1d_data.load_mnist1d(mnist1d_cache)['y_train']
   np.testing.assert_allclose(np.bincount(y_val), 0.1 * np.bincount(y_train), atol=1.0)
@@ -73,8 +73,8 @@ def test_kfold_from_config_partitions_the_training_split():
         ),
         **HOST,
     )
-    vals.append(ds.validation.indices)
-    assert len(ds.train.indices) + len(ds.validation.indices) == 202
+    vals.append(ds.validation.examples)
+    assert len(ds.train.examples) + len(ds.validation.examples) == 202
   np.testing.assert_array_equal(np.sort(np.concatenate(vals)), np.arange(202))
 
 
@@ -91,7 +91,7 @@ def test_num_train_subset_of_a_real_split(mnist1d_cache):
       **HOST,
   )
   assert ds.info.num_examples == {'train': 400, 'validation': 100, 'test': 1000}
-  pool = np.concatenate([ds.train.indices, ds.validation.indices])
+  pool = np.concatenate([ds.train.examples, ds.validation.examples])
   assert len(np.unique(pool)) == 500
   y_all = mnist1d_data.load_mnist1d(mnist1d_cache)['y_train']
   # Stratified: each class in proportion to its share of the full split.
@@ -113,7 +113,7 @@ def test_synthetic_by_name(name, input_shape, num_classes, task):
   ds = get_dataset(_config(name, batch_size=10), **HOST)
   assert ds.info.input_shape == input_shape and ds.info.num_classes == num_classes
   assert ds.info.task == task
-  batch = ds.train.batch((0, 0))
+  batch = next(ds.train.batches(0 * ds.train.steps_per_epoch + 0))
   assert batch['x'].shape == (10,) + input_shape
 
 
@@ -195,7 +195,7 @@ def test_partial_and_experiment_configs_are_accepted():
       {'data': partial, 'optimizer': {'name': 'sgd'}}
   )
   a, b = get_dataset(partial, **HOST), get_dataset(experiment, **HOST)
-  np.testing.assert_array_equal(a.train.batch((0, 0))['x'], b.train.batch((0, 0))['x'])
+  np.testing.assert_array_equal(next(a.train.batches(0 * a.train.steps_per_epoch + 0))['x'], next(b.train.batches(0 * b.train.steps_per_epoch + 0))['x'])
   assert a.train.seed == 3 and a.train.batch_size == 7
 
 
@@ -208,13 +208,13 @@ def test_whole_split_arrays_follow_the_loader_order():
   for epoch in (0, 3):
     order = ds.train.epoch_positions(epoch)
     for step in (0, 5):
-      batch = ds.train.batch((epoch, step))
+      batch = next(ds.train.batches(epoch * ds.train.steps_per_epoch + step))
       rows = order[step * 16 : (step + 1) * 16]
       np.testing.assert_array_equal(x[rows], batch['x'])
       np.testing.assert_array_equal(y[rows], batch['y'])
 
 
-def test_default_eval_batch_is_capped_and_iterator_resumes():
+def test_default_eval_batch_is_capped_and_batches_resume():
   ds = get_dataset(
       _config(
           'synthetic:linear_highdim', batch_size=32, num_train=40, validation_count=8
@@ -222,9 +222,8 @@ def test_default_eval_batch_is_capped_and_iterator_resumes():
       **HOST,
   )
   assert ds.validation.batch_size == 8 and ds.test.batch_size == 32
-  with ds.train_iterator() as it:
-    next(it)
-    state = it.state()
-    want = next(it)
-  with ds.train_iterator(state) as it:
-    np.testing.assert_array_equal(next(it)['x'], want['x'])
+  it = ds.train.batches()
+  next(it)
+  want = next(it)
+  np.testing.assert_array_equal(next(ds.train.batches(1))['x'], want['x'])
+  assert ds.train.prefetch == 2  # config.data.prefetch reaches the loader

@@ -1,5 +1,6 @@
 """The batch pipeline: order, sharding, evaluation coverage, resume, prefetch."""
 
+import itertools
 import time
 
 import numpy as np
@@ -7,6 +8,17 @@ import pytest
 
 from research.data import pipeline
 
+
+
+def _at(loader, epoch, step):
+  """The batch at step ``step`` of epoch ``epoch``."""
+  return next(loader.batches(epoch * loader.steps_per_epoch + step))
+
+
+def _epoch(loader, epoch):
+  """The batches of one epoch."""
+  return list(itertools.islice(loader.batches(epoch * loader.steps_per_epoch),
+                               loader.steps_per_epoch))
 
 def _identity_source(n, feature_dim=3):
   """Example i has features i (every column) and label i, so batches show
@@ -33,11 +45,11 @@ def test_epoch_order_follows_default_rng_of_seed_and_epoch():
 def test_same_seed_same_batches_other_epoch_other_order():
   a, b = _loader(seed=3), _loader(seed=3)
   for step in range(a.steps_per_epoch):
-    np.testing.assert_array_equal(a.batch((0, step))['y'], b.batch((0, step))['y'])
-  epoch0 = np.concatenate([batch['y'] for batch in a.epoch_batches(0)])
-  epoch1 = np.concatenate([batch['y'] for batch in a.epoch_batches(1)])
+    np.testing.assert_array_equal(_at(a, 0, step)['y'], _at(b, 0, step)['y'])
+  epoch0 = np.concatenate([batch['y'] for batch in _epoch(a, 0)])
+  epoch1 = np.concatenate([batch['y'] for batch in _epoch(a, 1)])
   other_seed = np.concatenate(
-      [batch['y'] for batch in _loader(seed=4).epoch_batches(0)]
+      [batch['y'] for batch in _epoch(_loader(seed=4), 0)]
   )
   assert not np.array_equal(epoch0, epoch1)
   assert not np.array_equal(epoch0, other_seed)
@@ -46,7 +58,7 @@ def test_same_seed_same_batches_other_epoch_other_order():
 def test_training_drops_remainder_without_repeats():
   loader = _loader(n=50, batch_size=8)
   assert loader.steps_per_epoch == 6
-  seen = np.concatenate([batch['y'] for batch in loader.epoch_batches(2)])
+  seen = np.concatenate([batch['y'] for batch in _epoch(loader, 2)])
   assert len(seen) == 48 and len(np.unique(seen)) == 48
   np.testing.assert_array_equal(seen, loader.epoch_indices(2)[:48])
 
@@ -54,7 +66,7 @@ def test_training_drops_remainder_without_repeats():
 def test_training_respects_indices_subset():
   subset = np.arange(0, 50, 2)  # even examples only
   loader = _loader(n=50, batch_size=5, indices=subset)
-  seen = np.concatenate([batch['y'] for batch in loader.epoch_batches(0)])
+  seen = np.concatenate([batch['y'] for batch in _epoch(loader, 0)])
   np.testing.assert_array_equal(np.sort(seen), subset)
 
 
@@ -69,10 +81,10 @@ def test_host_shards_are_disjoint_and_union_is_the_global_batch(process_count):
   assert all(h.steps_per_epoch == single.steps_per_epoch for h in hosts)
   assert all(h.host_batch_size == batch_size // process_count for h in hosts)
   for step in range(single.steps_per_epoch):
-    parts = [h.batch((1, step))['y'] for h in hosts]
+    parts = [_at(h, 1, step)['y'] for h in hosts]
     joined = np.concatenate(parts)
     assert len(np.unique(joined)) == batch_size  # disjoint
-    np.testing.assert_array_equal(joined, single.batch((1, step))['y'])
+    np.testing.assert_array_equal(joined, _at(single, 1, step)['y'])
 
 
 @pytest.mark.parametrize(
@@ -141,45 +153,22 @@ def test_transform_rng_is_a_function_of_the_position():
 
   a = _loader(transform=noisy)
   b = _loader(transform=noisy)
-  np.testing.assert_array_equal(a.batch((1, 2))['x'], b.batch((1, 2))['x'])
-  assert not np.array_equal(a.batch((1, 2))['x'], a.batch((1, 3))['x'])
+  np.testing.assert_array_equal(_at(a, 1, 2)['x'], _at(b, 1, 2)['x'])
+  assert not np.array_equal(_at(a, 1, 2)['x'], _at(a, 1, 3)['x'])
 
 
-@pytest.mark.parametrize('prefetch', [0, 2])
-def test_resume_from_saved_state_gives_the_same_stream(prefetch):
+def test_batches_from_any_step_continue_the_same_stream():
   loader = _loader(n=30, batch_size=4, seed=5)  # 7 steps per epoch
-  with loader.iterator(prefetch=prefetch) as it:
-    reference = [next(it)['y'] for _ in range(20)]
-  with loader.iterator(prefetch=prefetch) as it:
-    first = [next(it)['y'] for _ in range(9)]
-    state = it.state()
-  assert state['epoch'] == 1 and state['step'] == 2
-  assert it.position == pipeline.DataPosition(1, 2)
-  with loader.iterator(start=state, prefetch=prefetch) as it:
-    rest = [next(it)['y'] for _ in range(11)]
-  for want, got in zip(reference, first + rest, strict=True):
-    np.testing.assert_array_equal(want, got)
-
-
-def test_resume_checks_the_state_matches_the_loader():
-  state = {'epoch': 0, 'step': 1, 'seed': 5, 'num_examples': 30, 'batch_size': 4}
-  with pytest.raises(ValueError, match='seed=5'):
-    _loader(n=30, batch_size=4, seed=6).iterator(start=state, prefetch=0)
-  with pytest.raises(ValueError, match='step'):
-    _loader(n=30, batch_size=4).iterator(start=(0, 8), prefetch=0)
-
-
-def test_end_of_epoch_position_is_next_epoch_start():
-  loader = _loader(n=30, batch_size=4)
-  it = loader.iterator(start=(2, 7), prefetch=0)
-  assert it.position == (3, 0)
-  np.testing.assert_array_equal(next(it)['y'], loader.batch((3, 0))['y'])
-
-
-def test_iterator_stops_after_num_epochs():
-  loader = _loader(n=30, batch_size=4)
-  with loader.iterator(num_epochs=2, prefetch=1) as it:
-    assert len(list(it)) == 2 * loader.steps_per_epoch
+  reference = list(itertools.islice(loader.batches(), 20))
+  for start in (0, 6, 7, 9, 19):
+    got = list(itertools.islice(loader.batches(start), 20 - start))
+    for want, have in zip(reference[start:], got, strict=True):
+      np.testing.assert_array_equal(want['y'], have['y'])
+  idx = list(itertools.islice(loader.indices(9), 3))
+  for i, rows in enumerate(idx):
+    np.testing.assert_array_equal(loader.source.read(rows)['y'], reference[9 + i]['y'])
+  with pytest.raises(ValueError, match='start_step'):
+    next(loader.batches(-1))
 
 
 def test_prefetcher_yields_everything_in_order():

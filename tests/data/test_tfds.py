@@ -61,7 +61,7 @@ def test_metadata_and_batches(tmp_path, name, shape):
       'validation': 0,
       'test': NUM_EXAMPLES,
   }
-  batch = ds.train.batch((0, 0))
+  batch = next(ds.train.batches(0 * ds.train.steps_per_epoch + 0))
   assert batch['x'].shape == (8,) + shape and batch['x'].dtype == np.float32
   assert batch['y'].dtype == np.int32 and np.all((batch['y'] >= 0) & (batch['y'] < 10))
 
@@ -86,7 +86,7 @@ def test_evaluation_sees_every_record_once_normalized(tmp_path):
 def test_normalization_uses_training_examples_only(tmp_path):
   ds = _get(_config(tmp_path, validation_count=12))
   images, _ = _raw_split()  # train and test records are the same under the mock
-  train_images = images[np.sort(ds.train.indices)]
+  train_images = images[np.sort(ds.train.examples)]
   mean, _ = augment.channel_stats(train_images)
   np.testing.assert_allclose(ds.info.extra['mean'], mean, rtol=1e-6)
   assert not np.allclose(augment.channel_stats(images)[0], mean, rtol=1e-6)
@@ -100,7 +100,7 @@ def test_streaming_reads_the_same_batches_as_in_memory(tmp_path):
   with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):  # records are read lazily
     for step in range(in_memory.train.steps_per_epoch):
       np.testing.assert_array_equal(
-          streamed.train.batch((1, step))['x'], in_memory.train.batch((1, step))['x']
+          next(streamed.train.batches(1 * streamed.train.steps_per_epoch + step))['x'], next(in_memory.train.batches(1 * in_memory.train.steps_per_epoch + step))['x']
       )
     for a, b in zip(streamed.validation, in_memory.validation, strict=True):
       np.testing.assert_array_equal(a['x'], b['x'])
@@ -109,7 +109,7 @@ def test_streaming_reads_the_same_batches_as_in_memory(tmp_path):
 def test_augmentation_changes_training_pixels_only(tmp_path):
   plain = _get(_config(tmp_path))
   augmented = _get(_config(tmp_path, augment=True))
-  a, b = augmented.train.batch((0, 1)), plain.train.batch((0, 1))
+  a, b = next(augmented.train.batches(0 * augmented.train.steps_per_epoch + 1)), next(plain.train.batches(0 * plain.train.steps_per_epoch + 1))
   assert a['x'].shape == b['x'].shape
   np.testing.assert_array_equal(a['y'], b['y'])
   assert not np.allclose(a['x'], b['x'])

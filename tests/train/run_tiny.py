@@ -38,13 +38,13 @@ def main():
   y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
 
   class SlowLoader(pipeline.TrainLoader):
-    def epoch_batches(self, epoch, start_step=0):
-      for b in super().epoch_batches(epoch, start_step):
+    def batches(self, start_step=0):
+      for b in super().batches(start_step):
         time.sleep(delay)
         yield b
 
   config = trainer_lib.default_config()
-  config.update(dict(parallel=parallel, num_steps=num_steps, batch_size=16,
+  config.update(dict(parallel=parallel, num_steps=num_steps,
                      eval_batch_size=32, checkpoint_every=5, keep_checkpoints=2,
                      log_every=5, progress=False, tensorboard=False))
   axis = 'batch' if parallel == 'pmap' else None

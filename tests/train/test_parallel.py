@@ -30,7 +30,7 @@ def _run(mode, steps=12, batch_size=16, stack=1):
   state = strategy.place_state(state)
   batches = pipeline.TrainLoader(pipeline.ArraySource(data['x'], data['y']), batch_size, seed=3)
   losses = []
-  it = (b for epoch in range(10) for b in batches.epoch_batches(epoch))
+  it = batches.batches()
   for _ in range(steps // stack):
     if stack == 1:
       state, metrics = strategy.train(state, strategy.place_batch(next(it)))
@@ -38,7 +38,8 @@ def _run(mode, steps=12, batch_size=16, stack=1):
     else:
       group = [next(it) for _ in range(stack)]
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *group)
-      state, metrics = strategy.train_many(state, strategy.place_batch(stacked, stacked=True))
+      state, metrics = strategy.train_many(state, strategy.place_batch(stacked, stacked=True),
+                                           np.ones(stack, bool))
       losses.extend(np.asarray(strategy.host(metrics)['loss']).tolist())
   final = strategy.host(state)
   return np.array(losses), final

@@ -56,9 +56,9 @@ def test_nonfinite_probe_is_zero_iff_every_entry_is_finite():
 @pytest.mark.parametrize('check', ['grads', 'loss'])
 def test_a_step_with_a_nonfinite_gradient_and_a_finite_loss_is_skipped(check):
   state = _state(w0=0.0)
-  # log_every=1: under 'loss' the gradients are checked on logged steps.
-  step = jax.jit(steps_lib.make_train_step(nonfinite_check=check, log_every=1))
-  new, metrics = step(state, _batch())
+  # A logged step: under 'loss' the gradients are checked on logged steps.
+  step = jax.jit(steps_lib.make_train_step(nonfinite_check=check))
+  new, metrics = step(state, _batch(), True)
   assert np.isfinite(float(metrics['loss']))
   assert not np.isfinite(float(steps_lib._grad_sq(jax.grad(
       lambda p: jnp.sum(state.apply_fn({'params': p}, _batch()['x'])))(state.params))))
@@ -70,8 +70,8 @@ def test_a_step_with_a_nonfinite_gradient_and_a_finite_loss_is_skipped(check):
 
 def test_loss_check_lets_gradients_through_on_steps_not_logged():
   state = _state(w0=0.0)
-  step = jax.jit(steps_lib.make_train_step(nonfinite_check='loss', log_every=100))
-  new, metrics = step(state, _batch())
+  step = jax.jit(steps_lib.make_train_step(nonfinite_check='loss'))
+  new, metrics = step(state, _batch(), False)
   assert float(metrics['nonfinite']) == 0.0
   assert not np.isfinite(float(new.params['w']))  # the documented cost of 'loss'
 
@@ -95,3 +95,56 @@ def test_under_vmap_only_the_bad_replica_is_skipped():
   _assert_same(jax.tree.map(lambda x: x[1], new.params), bad.params)
   assert not np.array_equal(new.params['w'][0], good.params['w'])
   np.testing.assert_array_equal(new.step, [1, 1])
+
+
+class NoTrainArg(nn.Module):
+  """A model whose ``__call__`` takes no ``train=``."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3)(x)
+
+
+def test_a_model_without_a_train_argument_trains():
+  model = NoTrainArg()
+  variables = model.init(jax.random.key(0), _batch()['x'])
+  state = TrainState.create(apply_fn=model.apply, variables=variables, tx=TX,
+                            rng=jax.random.key(1))
+  new, metrics = jax.jit(steps_lib.make_train_step())(state, _batch())
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['nonfinite']) == 0.0
+  assert not np.array_equal(new.params['Dense_0']['kernel'],
+                            state.params['Dense_0']['kernel'])
+
+
+def test_a_custom_loss_fn_gives_the_gradient_of_that_loss():
+  model = NoTrainArg()
+  variables = model.init(jax.random.key(0), _batch()['x'])
+  sgd = optim.sgd(1.0)
+
+  def loss_fn(params, batch_stats, batch, rng):
+    del batch_stats, rng
+    out = model.apply({'params': params}, batch['x'])
+    loss = jnp.mean(jnp.square(out))
+    return loss, dict(mean_output=jnp.mean(out))
+
+  state = TrainState.create(apply_fn=model.apply, variables=variables, tx=sgd,
+                            rng=jax.random.key(1))
+  new, metrics = jax.jit(steps_lib.make_train_step(loss_fn))(state, _batch())
+  grads = jax.grad(lambda p: loss_fn(p, None, _batch(), None)[0])(state.params)
+  expected = jax.tree.map(lambda p, g: p - g, state.params, grads)
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert 'mean_output' in metrics and 'accuracy' not in metrics
+  np.testing.assert_allclose(metrics['loss'], loss_fn(state.params, None, _batch(), None)[0],
+                             rtol=1e-6)
+
+
+def test_bad_step_specs_fail_naming_the_field():
+  with pytest.raises(ValueError, match='loss=.hinge.'):
+    steps_lib.StepSpec(loss='hinge')
+  with pytest.raises(ValueError, match='nonfinite_check'):
+    steps_lib.StepSpec(nonfinite_check='never')
+  with pytest.raises(ValueError, match='l2=-1'):
+    steps_lib.StepSpec(l2=-1.0)
+  with pytest.raises(ValueError, match='built-in'):
+    steps_lib.StepSpec(loss=lambda *a: (0.0, {}), l2=0.1)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -42,7 +43,7 @@ def _state(tx=None, batch_norm=True):
 
 def _config(**kw):
   c = trainer_lib.default_config()
-  c.update(dict(num_steps=30, batch_size=16, eval_batch_size=32, log_every=5,
+  c.update(dict(num_steps=30, eval_batch_size=32, log_every=5,
                 progress=False, tensorboard=False))
   c.update(kw)
   return c
@@ -126,7 +127,7 @@ def test_nan_in_input_data_fails_before_the_first_step():
       return self._inner.read(indices)
 
   with pytest.raises(ValueError, match="field 'x' of the first training batch holds 1 NaN"):
-    trainer_lib.Trainer(_config(batch_size=96)).fit(
+    trainer_lib.Trainer(_config()).fit(
         _state(), pipeline.TrainLoader(Streamed(data['x'], data['y']), 96))
 
 
@@ -136,14 +137,61 @@ def test_nan_in_input_data_fails_before_the_first_step():
     ('steps_per_dispatch', 0, 'steps_per_dispatch'),
     ('resume', 'maybe', 'resume'),
     ('snapshot_steps', (0, 5), 'snapshot_steps'),
-    ('batch_size', 10, 'not divisible by the 4 devices'),
+    ('eval_batch_size', 10, 'not divisible by the 4 devices'),
 ])
 def test_bad_config_fails_before_training(field, value, match):
   kw = {field: value}
-  if field == 'batch_size':
+  if field == 'eval_batch_size':
     kw['parallel'] = 'sharded'
   with pytest.raises(ValueError, match=match):
     trainer_lib.Trainer(_config(**kw))
+
+
+def test_bad_run_arguments_and_batch_sizes_fail_before_training(tmp_path):
+  data = _data()
+  trainer = trainer_lib.Trainer(_config(parallel='sharded'), str(tmp_path))
+  with pytest.raises(ValueError, match='batch_size=10 is not divisible by the 4 devices'):
+    trainer.fit(_state(), _loader(data, batch_size=10))
+  for kw, match in [(dict(num_steps=0), 'num_steps=0'), (dict(log_every=-1), 'log_every=-1'),
+                    (dict(num_steps=5, snapshot_steps=(6,)), r'snapshot_steps=\[6\]')]:
+    with pytest.raises(ValueError, match=match):
+      trainer.fit(_state(), _loader(data), **kw)
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def _count_compiles():
+  events = []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/backend_compile_duration':
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  return events
+
+
+def test_run_length_logging_snapshots_and_learning_rate_do_not_recompile(tmp_path):
+  data = _data()
+  model = TinyMLP()
+  variables = model.init(jax.random.key(0), data['x'][:2], train=False)
+
+  def state(lr):
+    return state_lib.TrainState.create(
+        apply_fn=model.apply, variables=variables,
+        tx=optim.make('sgd', lr, momentum=0.9), rng=jax.random.key(1))
+
+  trainer = trainer_lib.Trainer(_config())
+  trainer.fit(state(0.1), _loader(data), num_steps=4, log_every=2)  # compiles
+  compiles = _count_compiles()
+  runs = [dict(num_steps=7, log_every=3, snapshot_steps=(2, 5)),
+          dict(num_steps=9, log_every=1)]
+  results = [trainer_lib.Trainer(_config(), str(tmp_path / str(i))).fit(
+      state(lr), _loader(data), **kw) for i, (lr, kw) in enumerate(zip((0.05, 0.2), runs))]
+  assert compiles == []  # new Trainers, lengths, intervals, snapshots, rates
+  assert [h['step'] for h in results[0].history] == [3, 6, 7]
+  assert [s for s, _ in results[0].snapshots] == [2, 5]
+  np.testing.assert_allclose(results[1].history[-1]['learning_rate'], 0.2)
 
 
 def test_refuses_to_resume_a_run_with_another_config(tmp_path):
@@ -215,14 +263,14 @@ def test_fit_does_not_consume_the_callers_arrays():
     np.testing.assert_array_equal(a, b)
 
 
-def test_num_replicas_trains_independent_seeds_at_once():
+def test_replicas_train_independent_seeds_at_once():
   data = _data()
   model = TinyMLP()
   tx = optim.sgd(0.1, momentum=0.9)
   init = lambda key: model.init(key, data['x'][:2], train=False)  # noqa: E731
   keys = jax.random.split(jax.random.key(5), 3)
   stacked = state_lib.create_replicas(apply_fn=model.apply, init_fn=init, tx=tx, keys=keys)
-  config = _config(num_steps=8, num_replicas=3)
+  config = _config(num_steps=8)
   result = trainer_lib.Trainer(config).fit(stacked, _loader(data), eval_sets=dict(train=data))
   assert len(result.evals[-1]['train']['accuracy']) == 3
   for i in range(3):  # replica i equals a separate run from the same key
@@ -234,3 +282,25 @@ def test_num_replicas_trains_independent_seeds_at_once():
   # The replicas differ (different seeds).
   first = jax.tree.leaves(result.state.params)[0]
   assert not np.allclose(first[0], first[1])
+
+
+def test_a_grid_of_learning_rates_and_seeds_equals_separate_runs():
+  data = _data()
+  model = TinyMLP(batch_norm=False)
+  init = lambda key: model.init(key, data['x'][:2], train=False)  # noqa: E731
+  tx = optim.make('sgd', 0.1, momentum=0.9)
+  rates = [0.05, 0.3]
+  keys = jax.random.split(jax.random.key(0), 2)
+  grid_keys = jnp.concatenate([keys, keys])
+  stacked = state_lib.create_replicas(
+      apply_fn=model.apply, init_fn=init, tx=tx, keys=grid_keys,
+      hyperparams=dict(learning_rate=[rates[0]] * 2 + [rates[1]] * 2))
+  grid = trainer_lib.Trainer(_config()).fit(stacked, _loader(data), num_steps=6)
+  for i, (lr, key) in enumerate([(r, k) for r in rates for k in keys]):
+    one = state_lib.create_replicas(apply_fn=model.apply, init_fn=init,
+                                    tx=optim.make('sgd', lr, momentum=0.9), keys=key[None])
+    one = jax.tree.map(lambda x: x[0], one)
+    single = trainer_lib.Trainer(_config()).fit(one, _loader(data), num_steps=6)
+    for a, b in zip(jax.tree.leaves(single.state.params),
+                    jax.tree.leaves(jax.tree.map(lambda x: x[i], grid.state.params))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
