@@ -1,9 +1,11 @@
-"""What every study shares: run directories, config checks, tables and figures.
+"""What every study shares: run folders, config checks, tables and figures.
 
 A study module defines ``run(config, workdir) -> dict``. It writes into
 ``workdir``: ``config.json`` (with the versions and the git commit),
-``results.json``, ``results.md`` and its figures. Nothing already in a run
-directory is overwritten: a new run gets a new directory.
+``results.json``, ``results.md`` and its figures, and one folder per
+training run under ``runs/`` (see :class:`Study`). A workdir that holds a
+study of another config is refused; the same command into the same workdir
+after a kill skips the finished runs and resumes the interrupted one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import tempfile
+import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import matplotlib
 import numpy as np
+
+from absl import logging
 
 from research.train import metric_writers
 
@@ -39,13 +45,17 @@ def new_workdir(study: str, root: Optional[str] = None) -> str:
 
 
 def atomic_write(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
+  """Writes ``text`` to ``path`` via a temporary file, fsync and ``os.replace``;
+  the file is readable by others (0644)."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
   try:
     with os.fdopen(fd, 'w') as f:
       f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -70,6 +80,98 @@ def _jsonable(x):
 def write_config(workdir: str, config) -> None:
   """``config.json``: the config as run plus the environment it ran in."""
   metric_writers.write_run_config(workdir, config.to_dict())
+
+
+class StudyConfigError(ValueError):
+  """The workdir holds a study of another config."""
+
+
+def _canonical(config_dict: dict) -> str:
+  return json.dumps(config_dict, sort_keys=True, default=str)
+
+
+# Fields that change how a study is shown, not what it computes: a rerun
+# may change them.
+PRESENTATION_FIELDS = ('progress', 'progress_seconds', 'tensorboard')
+
+
+def _comparable(config_dict: dict) -> dict:
+  def strip(d):
+    return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
+            if k not in PRESENTATION_FIELDS}
+  return json.loads(_canonical(strip(config_dict)))
+
+
+def _first_difference(a, b, path='') -> str:
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      if a.get(k, '<absent>') != b.get(k, '<absent>'):
+        return _first_difference(a.get(k, '<absent>'), b.get(k, '<absent>'),
+                                 f'{path}.{k}' if path else k)
+    return path
+  return f'{path} ({a!r} there, {b!r} now)'
+
+
+class Study:
+  """A study's workdir: its config and one folder per training run.
+
+  ``study.run(name, train)`` calls ``train(folder) -> dict`` for the run
+  ``runs/<name>`` unless that run is complete, and returns its result (a
+  JSON-able dict, saved as ``result.json``). A run's folder holds what its
+  Trainer writes (checkpoints, snapshots, metrics.jsonl, TensorBoard) and
+  ``status.json``: ``{"status": "running" | "complete", ...}``. Killed
+  mid-run, the next ``train(folder)`` resumes from the last checkpoint
+  there (the Trainer does that); a complete run is never recomputed.
+  """
+
+  def __init__(self, workdir: str, config):
+    self.workdir = workdir
+    self.config = config
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, 'config.json')
+    mine = _comparable(config.to_dict())
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = _comparable(json.load(f).get('config', {}))
+      if saved != mine:
+        raise StudyConfigError(
+            f'{workdir} holds a study of another config (first difference: '
+            f'{_first_difference(saved, mine)}); use a new --workdir, or the '
+            'same config to resume it.')
+    else:
+      write_config(workdir, config)
+
+  def folder(self, name: str) -> str:
+    if not re.fullmatch(r'[A-Za-z0-9_.=-]+', name):
+      raise ValueError(f'run name {name!r}: use letters, digits and _ . = - only.')
+    return os.path.join(self.workdir, 'runs', name)
+
+  def status(self, name: str) -> Optional[str]:
+    path = os.path.join(self.folder(name), 'status.json')
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f).get('status')
+
+  def run(self, name: str, train: Callable[[str], dict]) -> dict:
+    folder = self.folder(name)
+    result_path = os.path.join(folder, 'result.json')
+    if self.status(name) == 'complete' and os.path.exists(result_path):
+      logging.info('run %s: complete, skipped (%s)', name, folder)
+      with open(result_path) as f:
+        return json.load(f)
+    os.makedirs(folder, exist_ok=True)
+    resumed = os.path.exists(os.path.join(folder, 'status.json'))
+    logging.info('run %s: %s (%s)', name, 'resuming' if resumed else 'starting', folder)
+    write_json(os.path.join(folder, 'status.json'),
+               dict(status='running', started=time.time()))
+    result = train(folder)
+    write_json(result_path, result)
+    write_json(os.path.join(folder, 'status.json'),
+               dict(status='complete', finished=time.time()))
+    # Round-trip through JSON so a fresh run returns what a rerun reads.
+    with open(result_path) as f:
+      return json.load(f)
 
 
 def fail(field: str, value: Any, allowed: str) -> None:

@@ -112,6 +112,52 @@ def read_metrics(workdir: str, prefix: Optional[str] = None) -> list[dict]:
   return rows
 
 
+def _unflatten(flat: dict) -> dict:
+  """The inverse of :func:`_scalars` for one prefix: ``{'loss': 1.0,
+  'loss/0': .., 'loss/1': ..}`` -> ``{'loss': [.., ..]}``; nested names
+  (``layer_grad_norms/Dense_0/kernel``) become nested dicts."""
+  out: dict = {}
+  replicas = {}
+  for key, value in flat.items():
+    base, _, last = key.rpartition('/')
+    if base and last.isdigit() and base in flat:
+      replicas.setdefault(base, {})[int(last)] = value
+  for key, value in flat.items():
+    base, _, last = key.rpartition('/')
+    if base and last.isdigit() and base in flat:
+      continue
+    if key in replicas:
+      value = [replicas[key][i] for i in sorted(replicas[key])]
+    node = out
+    parts = key.split('/')
+    for p in parts[:-1]:
+      node = node.setdefault(p, {})
+    node[parts[-1]] = value
+  return out
+
+
+def read_history(workdir: str, until: Optional[int] = None) -> tuple[list, list]:
+  """``(train rows, evaluations)`` as :meth:`Trainer.fit` returned them, read
+  back from ``metrics.jsonl`` (steps ``<= until``), so that a resumed run
+  reports the whole run. Per-replica values come back as lists."""
+  history, evals = [], []
+  for row in read_metrics(workdir):
+    step = row['step']
+    if until is not None and step > until:
+      continue
+    train = {k[len('train/'):]: v for k, v in row.items() if k.startswith('train/')}
+    if train:
+      history.append(dict(step=step, **_unflatten(train)))
+    ev = {k[len('eval/'):]: v for k, v in row.items() if k.startswith('eval/')}
+    if ev:
+      merged = _unflatten(ev)
+      if evals and evals[-1]['step'] == step:
+        evals[-1].update(merged)
+      else:
+        evals.append(dict(step=step, **merged))
+  return history, evals
+
+
 def git_commit(cwd: Optional[str] = None) -> Optional[str]:
   """The commit of the code that runs, or None outside a git checkout."""
   cwd = cwd or os.path.dirname(os.path.abspath(__file__))

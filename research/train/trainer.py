@@ -333,8 +333,11 @@ class Trainer:
                      int(np.max(state.step)), checkpoints.directory)
     step = int(np.max(state.step))  # replicas step together
     writer = None
+    history, evals = [], []
     if self.workdir:
       writer = metric_writers.MetricWriter(self.workdir, c.tensorboard, resume_step=step)
+      if step:  # what the interrupted run logged, so the result is the whole run's
+        history, evals = metric_writers.read_history(self.workdir, until=step)
     snapshots = [(s, ckpt_lib.load_params(self._snapshot_dir(s)))
                  for s in meta.get('snapshot_steps', [])]
 
@@ -350,7 +353,7 @@ class Trainer:
       batches = _chain_first(first, batches)
 
     state = self.strategy.place_state(state)
-    history, evals, pending = [], [], []
+    pending = []
     progress = metric_writers.Progress(run.num_steps, step, c.progress, name,
                                        c.get('progress_seconds', 30.0))
     compile_time, last_log = 0.0, (time.perf_counter(), step)
