@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Iterable, Optional
 
+import jax
 import numpy as np
 
 
@@ -30,6 +31,29 @@ def _interval(low, high, low_inclusive, high_inclusive) -> str:
   return f'{left}{low}, {high}{right}'
 
 
+def _is_numeric(x: Any) -> bool:
+  """Numbers, bools, numeric NumPy values and JAX arrays (tracers included)."""
+  if isinstance(x, (numbers.Number, jax.Array)):
+    return True
+  return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in 'biufc'
+
+
+def check_number(
+    name: str, value: Any, fn: str = '', *, allow_callable: bool = False
+) -> None:
+  """Raises TypeError unless ``value`` is ``None``, a number or a numeric
+  array (or, with ``allow_callable``, a schedule): a string such as
+  ``'1e-3'`` fails here, when the transformation is built."""
+  if value is None or _is_numeric(value) or (allow_callable and callable(value)):
+    return
+  where = f'{fn}: ' if fn else ''
+  allowed = 'a number, an array' + (' or a schedule' if allow_callable else '')
+  raise TypeError(
+      f'{where}{name}={value!r} has type {type(value).__name__}; allowed: '
+      f'{allowed}.'
+  )
+
+
 def check_range(
     name: str,
     value: Any,
@@ -40,7 +64,9 @@ def check_range(
     high_inclusive: bool = True,
     fn: str = '',
 ) -> None:
-  """Raises ValueError if a concrete ``value`` lies outside the interval."""
+  """Raises ValueError if a concrete ``value`` lies outside the interval, and
+  TypeError if it is not a number, an array or a schedule at all."""
+  check_number(name, value, fn, allow_callable=True)
   if value is None or not is_concrete_number(value):
     return
   v = float(value)
@@ -74,9 +100,16 @@ def check_decay(name: str, value: Any, fn: str = '') -> None:
 
 def check_learning_rate(value: Any, fn: str = '', name: str = 'learning_rate'):
   """A learning rate must not be negative; schedules and arrays pass."""
+  check_number(name, value, fn, allow_callable=True)
   if callable(value):
     return
   check_non_negative(name, value, fn=fn)
+
+
+def check_numbers(fn: str, **values: Any) -> None:
+  """:func:`check_number` (schedules allowed) for each ``name=value``."""
+  for name, value in values.items():
+    check_number(name, value, fn, allow_callable=True)
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any], fn: str = ''):

@@ -7,19 +7,22 @@ second adds the schedules of the source notes that Optax lacks: power
 scheduling, piecewise constant by epoch, cyclic cosine annealing for snapshot
 ensembles and SGDR with a period multiplier.
 
-Deliberate deviations from Optax 0.2.8, all of them for arguments given as
-Python numbers (traced values are never checked):
+Every input Optax accepts behaves as in Optax, including the degenerate ones
+it logs (with ``absl.logging.info``, as Optax does) and works around: a
+non-positive ``transition_steps`` gives the constant ``init_value``, a
+negative ``transition_begin`` counts as 0, ``decay_rate=0`` gives a constant.
+Inputs Optax rejects raise ``ValueError`` naming the argument. Stricter checks
+are opt-in with ``strict=True`` on the schedules that have them (arguments
+given as Python numbers only; traced values are never checked):
 
-- a non-positive ``transition_steps`` (polynomial, linear, exponential) raises
-  ``ValueError``; Optax logs and returns the constant ``init_value``;
-- a negative ``transition_begin`` raises; Optax logs and uses 0;
-- ``decay_rate <= 0`` in ``exponential_decay`` raises; Optax returns a
-  constant for 0 and NaNs for a negative rate with a fractional exponent;
+- a non-positive ``transition_steps`` or a negative ``transition_begin``
+  (polynomial, linear, exponential) raises, and so does ``decay_rate <= 0``;
 - boundary keys below 0 raise in the piecewise schedules, and the boundaries
   of ``join_schedules`` must increase strictly and number one less than the
-  schedules; Optax does not check;
-- ``warmup_constant_schedule`` with ``warmup_steps=0`` is ``peak_value`` from
-  the start; Optax's is ``init_value`` forever;
+  schedules;
+- ``warmup_steps < 0`` raises, and ``warmup_constant_schedule`` with
+  ``warmup_steps=0`` is ``peak_value`` from the start (Optax's is
+  ``init_value`` forever);
 - the one-cycle schedules check ``0 <= pct_start <= pct_final <= 1`` and
   positive division factors.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,12 +68,34 @@ def _is_int(x) -> bool:
   return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _check_boundary_keys(boundaries_and_scales, fn):
+def _check_boundary_keys(boundaries_and_scales, fn, strict):
+  """Negative scales are rejected (as Optax does); negative boundaries only
+  with ``strict``."""
   if not boundaries_and_scales:
     return
   for boundary, scale_ in boundaries_and_scales.items():
-    checks.check_non_negative('boundaries_and_scales boundary', boundary, fn)
+    if strict:
+      checks.check_non_negative('boundaries_and_scales boundary', boundary, fn)
     checks.check_non_negative(f'boundaries_and_scales[{boundary!r}]', scale_, fn)
+
+
+def _is_below(value, bound) -> bool:
+  return checks.is_concrete_number(value) and value < bound
+
+
+def _is_non_positive(value) -> bool:
+  return checks.is_concrete_number(value) and value <= 0
+
+
+def _begin_or_zero(transition_begin, kind):
+  """Optax's handling of a negative ``transition_begin``: log, use 0."""
+  if _is_below(transition_begin, 0):
+    logging.info(
+        f'{kind} schedule was set with a negative `transition_begin` value; '
+        'this will result in `transition_begin` falling back to `0`.'
+    )
+    return 0
+  return transition_begin
 
 
 def _check_increasing(name, values, fn):
@@ -109,6 +135,8 @@ def polynomial_schedule(
     power: jax.typing.ArrayLike,
     transition_steps: int,
     transition_begin: int = 0,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Polynomial annealing from ``init_value`` to ``end_value``.
 
@@ -121,14 +149,33 @@ def polynomial_schedule(
     init_value: ``I``.
     end_value: ``E``.
     power: ``P``.
-    transition_steps: ``T > 0``, the length of the transition. Optax returns a
-      constant for ``T <= 0``; we raise ``ValueError``.
-    transition_begin: ``B >= 0``, the count at which the transition starts.
-      Optax silently uses 0 for a negative value; we raise.
+    transition_steps: ``T``, the length of the transition; ``T <= 0`` gives
+      the constant ``I`` (logged).
+    transition_begin: ``B``, the count at which the transition starts; a
+      negative value counts as 0 (logged).
+    strict: raise ``ValueError`` for ``T <= 0`` or ``B < 0`` instead.
   """
-  fn = 'polynomial_schedule'
-  checks.check_positive('transition_steps', transition_steps, fn)
-  checks.check_non_negative('transition_begin', transition_begin, fn)
+  return _polynomial_or_constant(
+      'polynomial_schedule', init_value, end_value, power, transition_steps,
+      transition_begin, strict,
+  )
+
+
+def _polynomial_or_constant(fn, init_value, end_value, power, transition_steps,
+                            transition_begin, strict):
+  if strict:
+    checks.check_positive('transition_steps', transition_steps, fn)
+    checks.check_non_negative('transition_begin', transition_begin, fn)
+  checks.check_numbers(fn, init_value=init_value, end_value=end_value,
+                       power=power, transition_steps=transition_steps,
+                       transition_begin=transition_begin)
+  if _is_non_positive(transition_steps):
+    logging.info(
+        'A polynomial schedule was set with a non-positive `transition_steps` '
+        'value; this results in a constant schedule with value `init_value`.'
+    )
+    return constant_schedule(init_value)
+  transition_begin = _begin_or_zero(transition_begin, 'A polynomial')
   return _polynomial(init_value, end_value, power, transition_steps, transition_begin)
 
 
@@ -137,23 +184,27 @@ def linear_schedule(
     end_value: jax.typing.ArrayLike,
     transition_steps: int,
     transition_begin: int = 0,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Linear annealing: :func:`polynomial_schedule` with ``power=1``.
 
   .. math::
     \eta(t) = I + \frac{\min(\max(t - B, 0), T)}{T}\,(E - I)
 
-  Args: as :func:`polynomial_schedule` (``T > 0`` and ``B >= 0`` checked).
+  Args: as :func:`polynomial_schedule`.
   """
-  fn = 'linear_schedule'
-  checks.check_positive('transition_steps', transition_steps, fn)
-  checks.check_non_negative('transition_begin', transition_begin, fn)
-  return _polynomial(init_value, end_value, 1, transition_steps, transition_begin)
+  return _polynomial_or_constant(
+      'linear_schedule', init_value, end_value, 1, transition_steps,
+      transition_begin, strict,
+  )
 
 
 def piecewise_constant_schedule(
     init_value: jax.typing.ArrayLike,
     boundaries_and_scales: Optional[dict[int, float]] = None,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Multiplies the value by ``s_i`` once the count reaches boundary ``b_i``.
 
@@ -162,10 +213,12 @@ def piecewise_constant_schedule(
 
   Args:
     init_value: ``eta_0``.
-    boundaries_and_scales: ``{b_i: s_i}`` with ``b_i >= 0`` and ``s_i >= 0``.
+    boundaries_and_scales: ``{b_i: s_i}`` with ``s_i >= 0``.
       For absolute values per epoch see :func:`piecewise_constant_by_epoch`.
+    strict: also require ``b_i >= 0``.
   """
-  _check_boundary_keys(boundaries_and_scales, 'piecewise_constant_schedule')
+  _check_boundary_keys(boundaries_and_scales, 'piecewise_constant_schedule',
+                       strict)
   pieces = sorted((boundaries_and_scales or {}).items())
 
   def schedule(count):
@@ -184,6 +237,8 @@ def exponential_decay(
     transition_begin: int = 0,
     staircase: bool = False,
     end_value: Optional[jax.typing.ArrayLike] = None,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Exponential decay by ``decay_rate`` every ``transition_steps`` counts.
 
@@ -204,20 +259,39 @@ def exponential_decay(
 
   Args:
     init_value: ``eta_0``.
-    transition_steps: ``T > 0`` (Optax returns a constant otherwise; we raise).
-    decay_rate: ``r > 0`` (Optax returns a constant for 0; we raise).
-    transition_begin: ``B >= 0`` (Optax uses 0 for negative values; we raise).
+    transition_steps: ``T``; ``T <= 0`` gives the constant ``eta_0`` (logged).
+    decay_rate: ``r``; ``r = 0`` gives the constant ``eta_0`` (logged).
+    transition_begin: ``B``; a negative value counts as 0 (logged).
     staircase: decay in whole steps of ``T`` counts.
     end_value: optional bound at which the decay stops.
+    strict: raise ``ValueError`` for ``T <= 0``, ``r <= 0`` or ``B < 0``.
 
   References:
     Géron, Hands-On Machine Learning with Scikit-Learn, Keras and TensorFlow,
     ch. 11, 2019.
   """
   fn = 'exponential_decay'
-  checks.check_positive('transition_steps', transition_steps, fn)
-  checks.check_positive('decay_rate', decay_rate, fn)
-  checks.check_non_negative('transition_begin', transition_begin, fn)
+  if strict:
+    checks.check_positive('transition_steps', transition_steps, fn)
+    checks.check_positive('decay_rate', decay_rate, fn)
+    checks.check_non_negative('transition_begin', transition_begin, fn)
+  checks.check_numbers(fn, transition_steps=transition_steps,
+                       decay_rate=decay_rate, transition_begin=transition_begin,
+                       end_value=end_value)
+  if _is_non_positive(transition_steps):
+    logging.info(
+        'An exponential schedule was set with a non-positive `transition_steps`'
+        ' value; this will result in a constant schedule with value '
+        '`init_value`.'
+    )
+    return constant_schedule(init_value)
+  if checks.is_concrete_number(decay_rate) and decay_rate == 0:
+    logging.info(
+        'An exponential schedule was set with a zero `decay_rate` value; '
+        'this will result in a constant schedule with value `init_value`.'
+    )
+    return constant_schedule(init_value)
+  transition_begin = _begin_or_zero(transition_begin, 'An exponential')
   clip = None
   if end_value is not None:
     if checks.is_concrete_number(decay_rate):
@@ -284,6 +358,8 @@ def piecewise_interpolate_schedule(
     interpolate_type: str,
     init_value: jax.typing.ArrayLike,
     boundaries_and_scales: Optional[dict[int, float]] = None,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Interpolates between the cumulative values ``v_i = eta_0 prod_{j<=i} s_j``.
 
@@ -301,11 +377,12 @@ def piecewise_interpolate_schedule(
   Args:
     interpolate_type: ``'linear'`` or ``'cosine'``.
     init_value: ``eta_0``.
-    boundaries_and_scales: ``{b_i: s_i}``, ``b_i >= 0``, ``s_i >= 0``.
+    boundaries_and_scales: ``{b_i: s_i}``, ``s_i >= 0``.
+    strict: also require ``b_i >= 0``.
   """
   fn = 'piecewise_interpolate_schedule'
   checks.check_choice('interpolate_type', interpolate_type, _INTERPOLATORS, fn)
-  _check_boundary_keys(boundaries_and_scales, fn)
+  _check_boundary_keys(boundaries_and_scales, fn, strict)
   interpolate = _INTERPOLATORS[interpolate_type]
   pieces = sorted((boundaries_and_scales or {}).items())
   boundaries = tuple(b for b, _ in pieces)
@@ -335,8 +412,12 @@ _INTERPOLATORS = {'linear': _linear_ramp, 'cosine': _cosine_ramp}
 
 
 def _check_onecycle(fn, transition_steps, pct_start, div_factor, final_div_factor,
-                    pct_final=1.0):
+                    pct_final=1.0, strict=False):
   checks.check_positive('transition_steps', transition_steps, fn)
+  checks.check_numbers(fn, pct_start=pct_start, pct_final=pct_final,
+                       div_factor=div_factor, final_div_factor=final_div_factor)
+  if not strict:
+    return
   checks.check_range('pct_start', pct_start, 0.0, 1.0, fn=fn)
   checks.check_range('pct_final', pct_final, pct_start, 1.0, fn=fn)
   checks.check_positive('div_factor', div_factor, fn)
@@ -350,6 +431,8 @@ def linear_onecycle_schedule(
     pct_final: float = 0.85,
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""The one-cycle policy with linear ramps.
 
@@ -366,13 +449,15 @@ def linear_onecycle_schedule(
       ``[pct_start, 1]``.
     div_factor: ``peak_value / eta_lo > 0``.
     final_div_factor: ``eta_lo / eta_end > 0``.
+    strict: check the ranges of ``pct_start``, ``pct_final`` and the
+      division factors (Optax takes any value).
 
   References:
     Smith & Topin, Super-Convergence: Very Fast Training of Neural Networks
     Using Large Learning Rates, 2017.
   """
   _check_onecycle('linear_onecycle_schedule', transition_steps, pct_start,
-                  div_factor, final_div_factor, pct_final)
+                  div_factor, final_div_factor, pct_final, strict)
   # Built as a dict so that coinciding boundaries resolve as in Optax.
   return piecewise_interpolate_schedule('linear', peak_value / div_factor, {
       int(pct_start * transition_steps): div_factor,
@@ -387,6 +472,8 @@ def cosine_onecycle_schedule(
     pct_start: float = 0.3,
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""The one-cycle policy with half-cosine ramps.
 
@@ -400,7 +487,7 @@ def cosine_onecycle_schedule(
     Using Large Learning Rates, 2017.
   """
   _check_onecycle('cosine_onecycle_schedule', transition_steps, pct_start,
-                  div_factor, final_div_factor)
+                  div_factor, final_div_factor, strict=strict)
   return piecewise_interpolate_schedule('cosine', peak_value / div_factor, {
       int(pct_start * transition_steps): div_factor,
       int(transition_steps): 1.0 / (div_factor * final_div_factor),
@@ -408,7 +495,10 @@ def cosine_onecycle_schedule(
 
 
 def join_schedules(
-    schedules: Sequence[base.Schedule], boundaries: Sequence[int]
+    schedules: Sequence[base.Schedule],
+    boundaries: Sequence[int],
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Runs ``schedules[i]`` on ``[b_{i-1}, b_i)``, restarting its count at 0.
 
@@ -418,16 +508,19 @@ def join_schedules(
 
   Args:
     schedules: ``n`` schedules.
-    boundaries: ``n - 1`` strictly increasing counts (checked; Optax does not).
+    boundaries: ``n - 1`` increasing counts (extra schedules or boundaries
+      are ignored, as in Optax).
+    strict: require exactly ``n - 1`` strictly increasing boundaries.
   """
   fn = 'join_schedules'
   schedules, boundaries = list(schedules), list(boundaries)
-  if len(boundaries) != len(schedules) - 1:
-    raise ValueError(
-        f'{fn}: got {len(schedules)} schedules and boundaries={boundaries!r}; '
-        'allowed: exactly one boundary fewer than schedules.'
-    )
-  _check_increasing('boundaries', boundaries, fn)
+  if strict:
+    if len(boundaries) != len(schedules) - 1:
+      raise ValueError(
+          f'{fn}: got {len(schedules)} schedules and boundaries={boundaries!r}; '
+          'allowed: exactly one boundary fewer than schedules.'
+      )
+    _check_increasing('boundaries', boundaries, fn)
 
   def schedule(count):
     value = schedules[0](count)
@@ -442,6 +535,8 @@ def warmup_constant_schedule(
     init_value: jax.typing.ArrayLike,
     peak_value: jax.typing.ArrayLike,
     warmup_steps: int,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Linear warmup from ``init_value`` to ``peak_value``, then constant.
 
@@ -451,20 +546,17 @@ def warmup_constant_schedule(
   Args:
     init_value: ``I``.
     peak_value: ``P``.
-    warmup_steps: ``W >= 0``; ``W = 0`` gives ``P`` at once (Optax gives
-      ``I`` forever).
+    warmup_steps: ``W``; ``W <= 0`` gives ``I`` forever (logged), as in
+      Optax.
+    strict: reject ``W < 0``, and make ``W = 0`` mean no warmup: ``P`` from
+      the start.
   """
-  checks.check_non_negative('warmup_steps', warmup_steps, 'warmup_constant_schedule')
-  if checks.is_concrete_number(warmup_steps) and warmup_steps == 0:
-    return constant_schedule(peak_value)
-  return _polynomial(init_value, peak_value, 1, warmup_steps, 0)
-
-
-def _warmup(init_value, peak_value, warmup_steps):
-  # W = 0: a constant that join_schedules never selects for counts >= 0.
-  if checks.is_concrete_number(warmup_steps) and warmup_steps <= 0:
-    return constant_schedule(init_value)
-  return _polynomial(init_value, peak_value, 1, warmup_steps, 0)
+  if strict:
+    checks.check_non_negative('warmup_steps', warmup_steps,
+                              'warmup_constant_schedule')
+    if checks.is_concrete_number(warmup_steps) and warmup_steps == 0:
+      return constant_schedule(peak_value)
+  return linear_schedule(init_value, peak_value, warmup_steps)
 
 
 def _end_over_peak(end_value, peak_value):
@@ -481,6 +573,8 @@ def warmup_cosine_decay_schedule(
     decay_steps: int,
     end_value: jax.typing.ArrayLike = 0.0,
     exponent: jax.typing.ArrayLike = 1.0,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Linear warmup to ``peak_value``, then cosine decay to ``end_value``.
 
@@ -498,13 +592,15 @@ def warmup_cosine_decay_schedule(
     decay_steps: ``D > W``, the total length including the warmup.
     end_value: ``E``.
     exponent: ``p``.
+    strict: reject ``W < 0`` (Optax then decays from the start).
 
   References:
     Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts,
     2017; Goyal et al., Accurate, Large Minibatch SGD, 2017.
   """
   fn = 'warmup_cosine_decay_schedule'
-  checks.check_non_negative('warmup_steps', warmup_steps, fn)
+  if strict:
+    checks.check_non_negative('warmup_steps', warmup_steps, fn)
   if checks.is_concrete_number(warmup_steps) and checks.is_concrete_number(
       decay_steps) and decay_steps <= warmup_steps:
     raise ValueError(
@@ -515,7 +611,7 @@ def warmup_cosine_decay_schedule(
   decay = _cosine(peak_value, decay_steps - warmup_steps,
                   _end_over_peak(end_value, peak_value), exponent)
   return join_schedules(
-      [_warmup(init_value, peak_value, warmup_steps), decay], [warmup_steps]
+      [linear_schedule(init_value, peak_value, warmup_steps), decay], [warmup_steps]
   )
 
 
@@ -528,6 +624,8 @@ def warmup_exponential_decay_schedule(
     transition_begin: int = 0,
     staircase: bool = False,
     end_value: Optional[jax.typing.ArrayLike] = None,
+    *,
+    strict: bool = False,
 ) -> base.Schedule:
   r"""Linear warmup to ``peak_value``, then :func:`exponential_decay` from it.
 
@@ -540,16 +638,19 @@ def warmup_exponential_decay_schedule(
     peak_value: ``P``.
     warmup_steps: ``W >= 0``.
     transition_steps, decay_rate, transition_begin, staircase, end_value: as
-      :func:`exponential_decay` (same checks).
+      :func:`exponential_decay`.
+    strict: reject ``W < 0`` and pass ``strict`` on to
+      :func:`exponential_decay`.
   """
-  checks.check_non_negative(
-      'warmup_steps', warmup_steps, 'warmup_exponential_decay_schedule')
+  if strict:
+    checks.check_non_negative(
+        'warmup_steps', warmup_steps, 'warmup_exponential_decay_schedule')
   decay = exponential_decay(
       peak_value, transition_steps, decay_rate, transition_begin, staircase,
-      end_value,
+      end_value, strict=strict,
   )
   return join_schedules(
-      [_warmup(init_value, peak_value, warmup_steps), decay], [warmup_steps]
+      [linear_schedule(init_value, peak_value, warmup_steps), decay], [warmup_steps]
   )
 
 

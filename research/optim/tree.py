@@ -1,11 +1,18 @@
-"""Pytree arithmetic shared by the transformations.
+"""Pytree arithmetic shared by the transformations; Optax's ``optax.tree``.
 
 Leaves may be ``None`` (masked-out parameters); the moment helpers keep them
 ``None``. Complex leaves are supported: squares are ``|g|^2 = conj(g) g``.
+
+Every helper has its long name (``tree_norm``, used across ``research``) and
+Optax 0.2.8's short name (``norm``), so ``research.optim.tree.norm`` works as
+``optax.tree.norm``. One long name keeps a stricter behaviour for its callers:
+``tree_add_scale`` casts the result to the dtype of ``x``; the short
+``add_scale`` (and ``tree_utils.tree_add_scale``) follow Optax and do not.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import operator
 from typing import Any, Optional
@@ -78,12 +85,17 @@ def tree_cast(tree: Any, dtype: Optional[jax.typing.DTypeLike]):
 
 
 def tree_cast_like(tree: Any, other: Any):
-  """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``other``."""
-  return jax.tree.map(lambda t, o: t.astype(o.dtype), tree, other)
+  """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``other``.
+
+  A leaf of ``other`` without a dtype (a Python number) leaves ``tree``'s as is.
+  """
+  return jax.tree.map(
+      lambda t, o: t.astype(o.dtype) if hasattr(o, 'dtype') else t, tree, other
+  )
 
 
 def tree_add(x: Any, y: Any, *others: Any):
-  return jax.tree.map(lambda a, b, *c: sum(c, a + b), x, y, *others)
+  return jax.tree.map(lambda a, b, *c: builtins.sum(c, a + b), x, y, *others)
 
 
 def tree_sub(x: Any, y: Any):
@@ -121,17 +133,63 @@ def tree_vdot(x: Any, y: Any):
   return jax.tree.reduce(operator.add, jax.tree.map(_vdot, x, y), initializer=0)
 
 
-def tree_sum(tree: Any):
-  return jax.tree.reduce(operator.add, jax.tree.map(jnp.sum, tree), initializer=0)
+def tree_sum(tree: Any, associative_reduction: bool = False):
+  """The sum of all elements of all leaves.
+
+  ``associative_reduction`` sums the leaves' sums as a balanced tree (faster to
+  compile for many leaves; the rounding may differ in the last bits).
+  """
+  sums = jax.tree.map(jnp.sum, tree)
+  if associative_reduction:
+    return jax.tree.reduce_associative(operator.add, sums, identity=0)
+  return jax.tree.reduce(operator.add, sums, initializer=0)
+
+
+def _reduce_nonempty(reduce_leaf, combine, initial, tree):
+  # Empty leaves have no max or min; they are left out of the reduction.
+  parts = jax.tree.map(lambda x: None if jnp.size(x) == 0 else reduce_leaf(x), tree)
+  return jax.tree.reduce(combine, parts, initializer=initial)
 
 
 def tree_max(tree: Any):
-  maxes = jax.tree.map(jnp.max, tree)
-  return jax.tree.reduce(jnp.maximum, maxes, initializer=jnp.array(-jnp.inf))
+  """The largest element of all leaves (``-inf`` for a tree without elements)."""
+  return _reduce_nonempty(jnp.max, jnp.maximum, -float('inf'), tree)
+
+
+def tree_min(tree: Any):
+  """The smallest element of all leaves (``inf`` for a tree without elements)."""
+  return _reduce_nonempty(jnp.min, jnp.minimum, float('inf'), tree)
 
 
 def tree_size(tree: Any) -> int:
-  return sum(jnp.size(x) for x in jax.tree.leaves(tree))
+  return builtins.sum(jnp.size(x) for x in jax.tree.leaves(tree))
+
+
+def tree_conj(tree: Any):
+  return jax.tree.map(jnp.conj, tree)
+
+
+def tree_real(tree: Any):
+  return jax.tree.map(jnp.real, tree)
+
+
+def tree_clip(tree: Any, min_value=None, max_value=None):
+  """Every leaf clipped to ``[min_value, max_value]`` (``None``: no bound)."""
+  return jax.tree.map(lambda x: jnp.clip(x, min_value, max_value), tree)
+
+
+def tree_batch_shape(tree: Any, shape: tuple[int, ...] = ()):
+  """Every leaf broadcast to ``shape + leaf.shape`` (leading batch axes)."""
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (*shape, *jnp.shape(x))), tree)
+
+
+def tree_allclose(a: Any, b: Any, rtol=1e-05, atol=1e-08, equal_nan: bool = False):
+  """``jnp.allclose`` leaf by leaf, and-ed over the tree (``True`` if empty)."""
+  close = jax.tree.map(
+      lambda x, y: jnp.allclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan),
+      a, b,
+  )
+  return functools.reduce(operator.and_, jax.tree.leaves(close), True)
 
 
 def _square(x):
@@ -153,6 +211,15 @@ def tree_norm(tree: Any, ord=None, squared: bool = False):  # pylint: disable=re
 
 
 global_norm = tree_norm  # Optax's name for the L2 norm of a whole tree.
+
+
+def _add_scale(x: Any, scalar, y: Any):
+  """``x + scalar * y`` with Optax's semantics: ``None`` leaves of ``x`` stay
+  ``None`` and the result takes the promoted dtype."""
+  scalar = jnp.asarray(scalar)
+  return jax.tree.map(
+      lambda a, b: None if a is None else a + scalar * b, x, y, is_leaf=_is_none
+  )
 
 
 def tree_l2_norm(tree: Any, squared: bool = False):
@@ -225,3 +292,137 @@ def tree_split_key_like(key: jax.Array, tree: Any):
   treedef = jax.tree.structure(tree)
   keys = jax.random.split(key, treedef.num_leaves)
   return jax.tree.unflatten(treedef, list(keys))
+
+
+def tree_random_like(key: jax.Array, target_tree: Any, sampler=jax.random.normal,
+                     dtype: Optional[jax.typing.DTypeLike] = None):
+  """A tree like ``target_tree`` of draws ``sampler(key_i, shape, dtype)``.
+
+  Each leaf gets its own key (:func:`tree_split_key_like`); ``dtype=None``
+  uses each leaf's dtype.
+  """
+  keys = tree_split_key_like(key, target_tree)
+  return jax.tree.map(
+      lambda leaf, k: sampler(k, jnp.shape(leaf), dtype or leaf.dtype),
+      target_tree, keys,
+  )
+
+
+def tree_unwrap_random_key_data(tree: Any):
+  """Typed PRNG keys replaced by their raw ``key_data`` (to compare them)."""
+
+  def unwrap(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+        x.dtype, jax.dtypes.prng_key
+    ):
+      return jax.random.key_data(x)
+    return x
+
+  return jax.tree.map(unwrap, tree)
+
+
+def _promotes_to(low, high) -> bool:
+  return jnp.promote_types(low, high) == high
+
+
+def _lower(a, b):
+  if _promotes_to(a, b):
+    return a
+  if _promotes_to(b, a):
+    return b
+  raise ValueError(
+      f'tree_dtype: {a} and {b} cannot be ordered: neither promotes to the '
+      'other.'
+  )
+
+
+def _higher(a, b):
+  return b if _lower(a, b) == a else a
+
+
+_DTYPE_HANDLERS = {
+    'promote': jnp.promote_types,
+    'highest': _higher,
+    'lowest': _lower,
+}
+
+
+def tree_dtype(tree: Any, mixed_dtype_handler: Optional[str] = None):
+  """The dtype of the leaves.
+
+  Args:
+    tree: a pytree of arrays; an empty tree gives JAX's default float dtype.
+    mixed_dtype_handler: ``None`` (all leaves must share one dtype, else
+      ``ValueError``), ``'promote'`` (the common promoted dtype), ``'highest'``
+      or ``'lowest'`` (along the promotion order; ``ValueError`` for dtypes
+      that neither promote to the other).
+  """
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.asarray(leaves).dtype
+  dtypes = [jnp.asarray(x).dtype for x in leaves]
+  if mixed_dtype_handler is None:
+    bad = [
+        f'Expected dtype={dtypes[0]} for {jax.tree_util.keystr(path)} but got '
+        f'{jnp.asarray(x).dtype}.'
+        for path, x in jax.tree_util.tree_leaves_with_path(tree)
+        if jnp.asarray(x).dtype != dtypes[0]
+    ]
+    if bad:
+      raise ValueError('\n'.join(bad))
+    return dtypes[0]
+  if mixed_dtype_handler not in _DTYPE_HANDLERS:
+    raise ValueError(
+        f'tree_dtype: mixed_dtype_handler={mixed_dtype_handler!r}; allowed: '
+        "None, 'promote', 'highest', 'lowest'."
+    )
+  return functools.reduce(_DTYPE_HANDLERS[mixed_dtype_handler], dtypes)
+
+
+# Searching and editing optimizer states by field name (Optax's tree.get/set).
+from research.optim.tree_state import (  # noqa: E402
+    NamedTupleKey,
+    tree_get,
+    tree_get_all_with_path,
+    tree_map_params,
+    tree_set,
+)
+
+# Optax 0.2.8's ``optax.tree`` names. Defined last: ``max``, ``min``, ``sum``
+# and ``set`` shadow the builtins in this module (the code above uses
+# ``builtins`` where it needs them).
+add = tree_add
+add_scale = _add_scale
+allclose = tree_allclose
+batch_shape = tree_batch_shape
+# bias_correction is defined above, as Optax's top-level name.
+cast = tree_cast
+cast_like = tree_cast_like
+clip = tree_clip
+conj = tree_conj
+div = tree_div
+dtype = tree_dtype
+full_like = tree_full_like
+get = tree_get
+get_all_with_path = tree_get_all_with_path
+map_params = tree_map_params
+max = tree_max  # pylint: disable=redefined-builtin
+min = tree_min  # pylint: disable=redefined-builtin
+mul = tree_mul
+norm = tree_norm
+ones_like = tree_ones_like
+random_like = tree_random_like
+real = tree_real
+scale = tree_scale
+set = tree_set  # pylint: disable=redefined-builtin
+size = tree_size
+split_key_like = tree_split_key_like
+sub = tree_sub
+sum = tree_sum  # pylint: disable=redefined-builtin
+unwrap_random_key_data = tree_unwrap_random_key_data
+update_infinity_moment = tree_update_infinity_moment
+update_moment = tree_update_moment
+update_moment_per_elem_norm = tree_update_moment_per_elem_norm
+vdot = tree_vdot
+where = tree_where
+zeros_like = tree_zeros_like

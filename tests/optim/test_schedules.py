@@ -2,6 +2,7 @@
 against their closed forms at points computed by hand; bad input.
 """
 
+import logging
 import math
 
 import jax
@@ -66,6 +67,26 @@ OPTAX_ROWS = [
         m.linear_schedule(1.0, 0.0, 10),
         m.cosine_decay_schedule(0.5, 5),
     ], [5, 15]), 25),
+    # Degenerate input that Optax accepts (it logs and works around it).
+    ('polynomial_no_steps', lambda m: m.polynomial_schedule(1.0, 0.0, 2, 0), 5),
+    ('linear_negative_begin', lambda m: m.linear_schedule(1.0, 0.0, 5, -1), 8),
+    ('exponential_no_steps', lambda m: m.exponential_decay(1.0, 0, 0.5), 5),
+    ('exponential_zero_rate', lambda m: m.exponential_decay(1.0, 5, 0.0), 5),
+    ('exponential_negative_begin', lambda m: m.exponential_decay(
+        1.0, 5, 0.5, -2), 10),
+    ('warmup_constant_no_warmup', lambda m: m.warmup_constant_schedule(
+        0.0, 0.3, 0), 5),
+    ('warmup_cosine_negative_warmup', lambda m: m.warmup_cosine_decay_schedule(
+        0.0, 1.0, -1, 10), 12),
+    ('warmup_exponential_no_steps', lambda m: m.warmup_exponential_decay_schedule(
+        0.0, 1.0, 5, 0, 0.5), 8),
+    ('piecewise_negative_boundary', lambda m: m.piecewise_constant_schedule(
+        1.0, {-5: 0.1, 3: 0.5}), 5),
+    ('onecycle_pct_final_below_start', lambda m: m.linear_onecycle_schedule(
+        10, 1.0, pct_start=0.9, pct_final=0.5), 12),
+    ('join_unsorted_boundaries', lambda m: m.join_schedules(
+        [m.constant_schedule(1.0), m.constant_schedule(2.0),
+         m.constant_schedule(3.0)], [10, 5]), 12),
 ]
 IDS = [r[0] for r in OPTAX_ROWS]
 
@@ -117,10 +138,27 @@ def test_schedules_accept_traced_values():
       np.testing.assert_allclose(decayed(rate, count), ref(count), rtol=1e-6)
 
 
-def test_warmup_constant_without_warmup_is_the_peak():
-  # A deliberate deviation: Optax's gives init_value forever for 0 steps.
-  sched = S.warmup_constant_schedule(0.0, 0.3, 0)
+def test_warmup_constant_without_warmup_is_the_peak_when_strict():
+  # Opt-in: Optax's (our default) gives init_value forever for 0 steps.
+  sched = S.warmup_constant_schedule(0.0, 0.3, 0, strict=True)
   assert [float(sched(c)) for c in (0, 1, 100)] == [0.3, 0.3, 0.3]
+
+
+@pytest.mark.parametrize('make,message', [
+    (lambda m: m.polynomial_schedule(1.0, 0.0, 2, 0), 'non-positive'),
+    (lambda m: m.linear_schedule(1.0, 0.0, 5, -1), 'negative `transition_begin`'),
+    (lambda m: m.exponential_decay(1.0, 0, 0.5), 'non-positive'),
+    (lambda m: m.exponential_decay(1.0, 5, 0.0), 'zero `decay_rate`'),
+    (lambda m: m.exponential_decay(1.0, 5, 0.5, -2), 'negative `transition_begin`'),
+], ids=['poly_T0', 'linear_B-1', 'exp_T0', 'exp_rate0', 'exp_B-2'])
+def test_degenerate_input_is_logged_as_optax_logs_it(make, message, caplog):
+  caplog.set_level(logging.INFO)
+  make(optax)
+  expected = [r.getMessage() for r in caplog.records if message in r.getMessage()]
+  caplog.clear()
+  make(optim)
+  ours = [r.getMessage() for r in caplog.records if message in r.getMessage()]
+  assert expected and ours == expected
 
 
 # ---------------------------------------------------------------------------
@@ -243,34 +281,16 @@ def test_sgdr_cosine_with_equal_periods_equals_optax_sgdr():
 # Bad input: ValueError naming the argument and what is allowed.
 # ---------------------------------------------------------------------------
 
+# Rejected by default: Optax rejects them too, or the schedule is ours.
 BAD = [
-    (lambda: S.polynomial_schedule(1.0, 0.0, 2, 0), r'transition_steps=0 .*allowed'),
-    (lambda: S.linear_schedule(1.0, 0.0, -3), r'transition_steps=-3 .*allowed'),
-    (lambda: S.linear_schedule(1.0, 0.0, 5, -1), r'transition_begin=-1 .*allowed'),
-    (lambda: S.exponential_decay(1.0, 0, 0.5), r'transition_steps=0 .*allowed'),
-    (lambda: S.exponential_decay(1.0, 5, 0.0), r'decay_rate=0.0 .*allowed'),
-    (lambda: S.warmup_exponential_decay_schedule(0.0, 1.0, 5, 0, 0.5),
-     r'transition_steps=0 .*allowed'),
     (lambda: S.cosine_decay_schedule(1.0, 0), r'decay_steps=0 .*allowed'),
     (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10),
      r'decay_steps=10 .*allowed: decay_steps > warmup_steps=10'),
-    (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10),
-     r'warmup_steps=-1 .*allowed'),
     (lambda: S.piecewise_constant_schedule(1.0, {5: -0.1}),
      r'boundaries_and_scales\[5\]=-0.1 .*allowed'),
-    (lambda: S.piecewise_constant_schedule(1.0, {-5: 0.1}),
-     r'boundary=-5 .*allowed'),
     (lambda: S.piecewise_interpolate_schedule('quadratic', 1.0),
      r"interpolate_type='quadratic' .*allowed: 'linear', 'cosine'"),
     (lambda: S.linear_onecycle_schedule(0, 1.0), r'transition_steps=0 .*allowed'),
-    (lambda: S.linear_onecycle_schedule(10, 1.0, pct_start=0.9, pct_final=0.5),
-     r'pct_final=0.5 .*allowed: \[0.9, 1.0\]'),
-    (lambda: S.cosine_onecycle_schedule(10, 1.0, div_factor=0.0),
-     r'div_factor=0.0 .*allowed'),
-    (lambda: S.join_schedules([S.constant_schedule(1.0)] * 3, [10, 5]),
-     r'boundaries=\[10, 5\] .*allowed: strictly increasing'),
-    (lambda: S.join_schedules([S.constant_schedule(1.0)] * 3, [5]),
-     r'allowed: exactly one boundary fewer'),
     (lambda: S.power_decay_schedule(0.1, 0), r'k=0 .*allowed'),
     (lambda: S.power_decay_schedule(0.1, 10, -1.0), r'c=-1.0 .*allowed'),
     (lambda: S.epoch_boundaries_to_steps([5, 5], 100),
@@ -292,4 +312,51 @@ BAD = [
 @pytest.mark.parametrize('make,match', BAD, ids=[m for _, m in BAD])
 def test_bad_input_raises(make, match):
   with pytest.raises(ValueError, match=match):
+    make()
+
+
+# Accepted by Optax (and by default by us; see OPTAX_ROWS), rejected with
+# strict=True.
+STRICT = [
+    (lambda: S.polynomial_schedule(1.0, 0.0, 2, 0, strict=True),
+     r'transition_steps=0 .*allowed'),
+    (lambda: S.linear_schedule(1.0, 0.0, -3, strict=True),
+     r'transition_steps=-3 .*allowed'),
+    (lambda: S.linear_schedule(1.0, 0.0, 5, -1, strict=True),
+     r'transition_begin=-1 .*allowed'),
+    (lambda: S.exponential_decay(1.0, 0, 0.5, strict=True),
+     r'transition_steps=0 .*allowed'),
+    (lambda: S.exponential_decay(1.0, 5, 0.0, strict=True),
+     r'decay_rate=0.0 .*allowed'),
+    (lambda: S.warmup_exponential_decay_schedule(0.0, 1.0, 5, 0, 0.5, strict=True),
+     r'transition_steps=0 .*allowed'),
+    (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10, strict=True),
+     r'warmup_steps=-1 .*allowed'),
+    (lambda: S.piecewise_constant_schedule(1.0, {-5: 0.1}, strict=True),
+     r'boundary=-5 .*allowed'),
+    (lambda: S.linear_onecycle_schedule(
+        10, 1.0, pct_start=0.9, pct_final=0.5, strict=True),
+     r'pct_final=0.5 .*allowed: \[0.9, 1.0\]'),
+    (lambda: S.cosine_onecycle_schedule(10, 1.0, div_factor=0.0, strict=True),
+     r'div_factor=0.0 .*allowed'),
+    (lambda: S.join_schedules([S.constant_schedule(1.0)] * 3, [10, 5], strict=True),
+     r'boundaries=\[10, 5\] .*allowed: strictly increasing'),
+    (lambda: S.join_schedules([S.constant_schedule(1.0)] * 3, [5], strict=True),
+     r'allowed: exactly one boundary fewer'),
+]
+
+
+@pytest.mark.parametrize('make,match', STRICT, ids=[m for _, m in STRICT])
+def test_strict_rejects_what_optax_accepts(make, match):
+  with pytest.raises(ValueError, match=match):
+    make()
+
+
+@pytest.mark.parametrize('make', [
+    lambda: S.linear_schedule('1.0', 0.0, 5),
+    lambda: S.exponential_decay(1.0, '5', 0.5),
+    lambda: S.linear_onecycle_schedule(10, 1.0, pct_start='0.3'),
+], ids=['init_value', 'transition_steps', 'pct_start'])
+def test_a_string_for_a_number_is_a_type_error(make):
+  with pytest.raises(TypeError):
     make()
