@@ -11,8 +11,9 @@ goes first rotates between rounds; ``--calls=0`` picks enough calls for about
 per-call time of ours and Optax's, the median over rounds of the ratio ours /
 Optax (below 1 is faster), the control's ratio, and whether the two steps
 lower to the same StableHLO (then XLA runs the same program and the ratio
-measures only timing noise). Results go to
-``runs/benchmarks/optim_update/<timestamp>/results.json``.
+measures only timing noise). Optimizers Optax does not have
+(``NO_REFERENCE``) get our timing alone and "no optax" in the reference
+column. Results go to ``runs/benchmarks/optim_update/<timestamp>/results.json``.
 
 Usage: ./launch.sh bench optim_update [--optimizers=adam,sgd] [--trees=resnet20]
 """
@@ -74,6 +75,11 @@ OPTIMIZERS = {
     'optimistic_gradient_descent': dict(learning_rate=LR),
     'optimistic_adam_v2': dict(learning_rate=LR),
     'lbfgs': dict(learning_rate=LR, linesearch=None),
+}
+# Ours only: Optax has no such optimizer, so these rows time ours alone.
+NO_REFERENCE = {
+    'shampoo': dict(learning_rate=LR),
+    'soap': dict(learning_rate=LR),
 }
 NEEDS_VALUE = {'polyak_sgd'}
 # Global inner products over 1000 leaves make XLA's compile time grow
@@ -149,7 +155,19 @@ class Runner:
     return (time.perf_counter() - start) / n * 1e3
 
 
+def measure_ours_only(label, tree, rounds, calls):
+  """A row for an optimizer Optax lacks: our per-call time, no ratios."""
+  ours = Runner(getattr(optim, label)(**NO_REFERENCE[label]), TREES[tree](), False)
+  calls = calls or max(1, min(200, int(0.01 / max(ours.time(2) / 1e3, 1e-6))))
+  times = [ours.time(calls) for _ in range(rounds)]
+  return dict(optimizer=label, tree=tree, ours_ms=statistics.median(times),
+              reference_ms=None, ratio=None, control_ratio=None, calls=calls,
+              rounds=rounds, same_program=None)
+
+
 def measure(label, tree, rounds, calls):
+  if label in NO_REFERENCE:
+    return measure_ours_only(label, tree, rounds, calls)
   kwargs = OPTIMIZERS[label]
   shapes = TREES[tree]()
   needs_value = label in NEEDS_VALUE
@@ -182,9 +200,10 @@ def measure(label, tree, rounds, calls):
 
 def main(argv):
   del argv
-  labels = list(OPTIMIZERS) if _OPTIMIZERS.value == 'all' else common.split_names(_OPTIMIZERS.value)
+  known = [*OPTIMIZERS, *NO_REFERENCE]
+  labels = known if _OPTIMIZERS.value == 'all' else common.split_names(_OPTIMIZERS.value)
   trees = list(TREES) if _TREES.value == 'all' else common.split_names(_TREES.value)
-  common.require_choices('optimizers', labels, OPTIMIZERS)
+  common.require_choices('optimizers', labels, known)
   common.require_choices('trees', trees, TREES)
   workdir = _WORKDIR.value or common.new_workdir(
       'optim_update', root=f'{common.REPO_ROOT}/runs/benchmarks')
@@ -199,15 +218,21 @@ def main(argv):
         continue
       row = measure(label, tree, _ROUNDS.value, _CALLS.value)
       rows.append(row)
+      common.write_json(f'{workdir}/results.json', rows)
+      if row['ratio'] is None:
+        print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} {"no optax":>9}', flush=True)
+        continue
       print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} '
             f'{row["reference_ms"]:>9.3f} {row["ratio"]:>6.3f} {row["control_ratio"]:>6.3f} '
             f'{row["same_program"]}', flush=True)
-      common.write_json(f'{workdir}/results.json', rows)
-  if not rows:
+  paired = [r for r in rows if r['ratio'] is not None]
+  if not paired:
+    if rows:
+      print(f'results: {workdir}/results.json')
     return
-  ratios = [r['ratio'] for r in rows]
-  controls = [r['control_ratio'] for r in rows]
-  print(f'\nrows: {len(rows)}; same program: {sum(r["same_program"] for r in rows)}; '
+  ratios = [r['ratio'] for r in paired]
+  controls = [r['control_ratio'] for r in paired]
+  print(f'\nrows: {len(paired)}; same program: {sum(r["same_program"] for r in paired)}; '
         f'ratio median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}, '
         f'above 1.00: {sum(r > 1.0 for r in ratios)}; A/A control (Optax against '
         f'itself) median {statistics.median(controls):.3f}, range '
