@@ -23,8 +23,10 @@ def _check_inputs(logits, logit_paddings, labels, label_paddings):
   _checks.check_rank(fn, 'logits', logits, 3)
   _checks.check_rank(fn, 'labels', labels, 2)
   _checks.check_same_shape(fn, 'labels', labels, 'label_paddings', label_paddings)
-  _checks.check_same_shape(fn, 'logits[..., 0]', jnp.shape(logits)[:2],
-                           'logit_paddings', logit_paddings)
+  if jnp.shape(logit_paddings) != jnp.shape(logits)[:2]:
+    raise ValueError(
+        f'{fn}: logit_paddings has shape {jnp.shape(logit_paddings)}; allowed: '
+        f'the [B, T] of logits, {jnp.shape(logits)[:2]}.')
   if jnp.shape(labels)[0] != jnp.shape(logits)[0]:
     raise ValueError(
         f'{fn}: labels has batch size {jnp.shape(labels)[0]} and logits '
