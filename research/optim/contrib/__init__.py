@@ -18,4 +18,15 @@ from research.optim.contrib._privacy import *  # noqa: F401,F403
 # --- end group 1
 
 # --- group 2 (momo, muon, prodigy, reduce_on_plateau, sam, schedule_free, sophia, complex)
+from research.optim.contrib._complex_valued import *  # noqa: F401,F403
+from research.optim.contrib._momo import *  # noqa: F401,F403
+from research.optim.contrib._muon import *  # noqa: F401,F403
+from research.optim.contrib._prodigy import *  # noqa: F401,F403
+from research.optim.contrib._sam import *  # noqa: F401,F403
+from research.optim.contrib._schedule_free import *  # noqa: F401,F403
+from research.optim.contrib._sophia import *  # noqa: F401,F403
+from research.optim.plateau import (  # noqa: F401  (also top-level)
+    ReduceLROnPlateauState,
+    reduce_on_plateau,
+)
 # --- end group 2
