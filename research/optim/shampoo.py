@@ -82,6 +82,12 @@ def reject_complex(params, fn: str) -> None:
     raise ValueError(f'{fn}: complex params are not supported.')
 
 
+def unzip_leaves(like, results, n: int) -> tuple:
+  """``n`` trees with the structure of ``like`` from a tree of per-leaf
+  ``n``-tuples (whose items may themselves be subtrees)."""
+  return tuple(jax.tree.map(lambda _, r: r[i], like, results) for i in range(n))
+
+
 def gram(g: jax.Array) -> tuple[jax.Array, jax.Array]:
   """``(G G^T, G^T G)``."""
   return matmul(g, g.T), matmul(g.T, g)
@@ -255,15 +261,14 @@ def scale_by_shampoo(
 
   def init_fn(params):
     reject_complex(params, fn)
-    leaves = jax.tree.map(init_leaf, params)
-    pick = lambda i: jax.tree.map(lambda _, s: s[i], params, leaves)  # noqa: E731
+    stats, preconds = unzip_leaves(params, jax.tree.map(init_leaf, params), 2)
     nu = None if fallback == 'sgd' else otu.tree_zeros_like(params)
     return ScaleByShampooState(
         count=jnp.zeros([], jnp.int32),
         mu=otu.tree_zeros_like(params),
         nu=nu,
-        stats=pick(0),
-        preconds=pick(1),
+        stats=stats,
+        preconds=preconds,
     )
 
   def shampoo_direction(g, stats, preconds, refresh):
@@ -312,13 +317,13 @@ def scale_by_shampoo(
         updates, state.mu, nu, state.stats, state.preconds,
         is_leaf=lambda x: x is None,
     )
-    pick = lambda i: jax.tree.map(lambda _, r: r[i], updates, results)  # noqa: E731
-    return pick(0), ScaleByShampooState(
+    u, mu, nu, stats, preconds = unzip_leaves(updates, results, 5)
+    return u, ScaleByShampooState(
         count=count,
-        mu=pick(1),
-        nu=None if state.nu is None else pick(2),
-        stats=pick(3),
-        preconds=pick(4),
+        mu=mu,
+        nu=None if state.nu is None else nu,
+        stats=stats,
+        preconds=preconds,
     )
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)

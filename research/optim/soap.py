@@ -26,6 +26,7 @@ from research.optim.shampoo import (
     gram,
     matmul as _mm,
     reject_complex,
+    unzip_leaves,
     with_decay_and_learning_rate,
 )
 
@@ -167,14 +168,13 @@ def scale_by_soap(
 
   def init_fn(params):
     reject_complex(params, fn)
-    leaves = jax.tree.map(init_leaf, params)
-    pick = lambda i: jax.tree.map(lambda _, s: s[i], params, leaves)  # noqa: E731
+    stats, eigvecs = unzip_leaves(params, jax.tree.map(init_leaf, params), 2)
     return ScaleBySoapState(
         count=jnp.zeros([], jnp.int32),
         mu=otu.tree_zeros_like(params),
         nu=otu.tree_zeros_like(params),
-        stats=pick(0),
-        eigvecs=pick(1),
+        stats=stats,
+        eigvecs=eigvecs,
     )
 
   def update_leaf(g, mu, nu, stats, vecs, count, branch):
@@ -213,9 +213,9 @@ def scale_by_soap(
         lambda g, m, v, s, q: update_leaf(g, m, v, s, q, count, branch),
         updates, state.mu, state.nu, state.stats, state.eigvecs,
     )
-    pick = lambda i: jax.tree.map(lambda _, r: r[i], updates, results)  # noqa: E731
-    return pick(0), ScaleBySoapState(
-        count=count, mu=pick(1), nu=pick(2), stats=pick(3), eigvecs=pick(4)
+    u, mu, nu, stats, eigvecs = unzip_leaves(updates, results, 5)
+    return u, ScaleBySoapState(
+        count=count, mu=mu, nu=nu, stats=stats, eigvecs=eigvecs
     )
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -281,8 +281,8 @@ def test_converges_on_the_reference_quadratic(name, opt, ratio):
   steps = 100
   problem = harness.make_problem(jnp.float32, steps=steps)
   traj, _ = harness.run_trajectory(opt, problem, steps, variant=jax.jit)
-  dist = lambda p: sum(float(np.sum((np.asarray(p[k]) - np.asarray(problem.target[k]))**2))  # noqa: E731
-                       for k in p)
+  def dist(p):
+    return sum(float(np.sum((np.asarray(p[k]) - problem.target[k])**2)) for k in p)
   final = {k: v[-1] for k, v in traj.items()}
   assert dist(final) < ratio * dist(problem.params), (
       f'{name}: squared distance {dist(final):.3g} from {dist(problem.params):.3g}')
