@@ -154,6 +154,7 @@ def add_noise(
     networks, 2015.
   """
   checks.check_non_negative('eta', eta, fn='add_noise')
+  checks.check_numbers('add_noise', gamma=gamma, key=key, seed=seed)
   if seed is not None:
     warnings.warn(
         'add_noise: seed is deprecated; pass key instead.', DeprecationWarning

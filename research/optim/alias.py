@@ -6,6 +6,7 @@ Names, signatures, defaults and update rules follow Optax 0.2.8.
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
+import warnings
 
 import jax
 
@@ -28,6 +29,7 @@ __all__ = [
     'nadam',
     'nadamw',
     'noisy_sgd',
+    'optimistic_adam',
     'optimistic_adam_v2',
     'optimistic_gradient_descent',
     'polyak_sgd',
@@ -215,6 +217,7 @@ def adam(
     mu_dtype: Optional[Any] = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""Adam.
 
@@ -232,6 +235,8 @@ def adam(
     eps_root: inside the root, ``>= 0``.
     mu_dtype: dtype of the first moment.
     nesterov: NAdam's look-ahead first moment (see :func:`nadam`).
+    nu_dtype: dtype of the second moment (not in Optax; ``None``: the
+      params' dtype).
 
   References:
     Kingma & Ba, Adam: a method for stochastic optimization, 2015.
@@ -241,7 +246,7 @@ def adam(
       learning_rate,
       transform.scale_by_adam(
           b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-          nesterov=nesterov,
+          nesterov=nesterov, nu_dtype=nu_dtype,
       ),
   )
 
@@ -255,6 +260,7 @@ def nadam(
     mu_dtype: Optional[Any] = None,
     *,
     nesterov: bool = True,
+    nu_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""NAdam: :func:`adam` with Nesterov's look-ahead first moment.
 
@@ -269,7 +275,7 @@ def nadam(
   """
   return adam(
       learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
-      mu_dtype=mu_dtype, nesterov=nesterov,
+      mu_dtype=mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
   )
 
 
@@ -284,6 +290,7 @@ def adamw(
     mask: MaskOrFn = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""AdamW: Adam with decoupled weight decay.
 
@@ -295,7 +302,8 @@ def adamw(
   ``params`` in ``update``.
 
   Args:
-    learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov: as :func:`adam`.
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as
+      :func:`adam`.
     weight_decay: ``lambda``, a scalar or a schedule.
     mask: where the decay applies: a tree of booleans or a callable
       ``params -> tree``.
@@ -308,7 +316,7 @@ def adamw(
       learning_rate,
       transform.scale_by_adam(
           b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-          nesterov=nesterov,
+          nesterov=nesterov, nu_dtype=nu_dtype,
       ),
       adding.add_decayed_weights(weight_decay, mask),
   )
@@ -325,6 +333,7 @@ def nadamw(
     mask: MaskOrFn = None,
     *,
     nesterov: bool = True,
+    nu_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""NAdamW: :func:`adamw` with Nesterov's look-ahead first moment.
 
@@ -337,7 +346,7 @@ def nadamw(
   return adamw(
       learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
       mu_dtype=mu_dtype, weight_decay=weight_decay, mask=mask,
-      nesterov=nesterov,
+      nesterov=nesterov, nu_dtype=nu_dtype,
   )
 
 
@@ -406,6 +415,8 @@ def amsgrad(
     mu_dtype: Optional[Any] = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
+    *,
+    nu_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""AMSGrad: Adam with a non-decreasing second moment.
 
@@ -416,7 +427,7 @@ def amsgrad(
 
   Args:
     learning_rate: ``eta``, a scalar or a schedule.
-    b1, b2, eps, eps_root, mu_dtype: as :func:`adam`.
+    b1, b2, eps, eps_root, mu_dtype, nu_dtype: as :func:`adam`.
     bias_correction_mu: bias-correct the first moment.
     bias_correction_nu: bias-correct the second moment before the maximum.
 
@@ -429,7 +440,7 @@ def amsgrad(
       transform.scale_by_amsgrad(
           b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
           bias_correction_mu=bias_correction_mu,
-          bias_correction_nu=bias_correction_nu,
+          bias_correction_nu=bias_correction_nu, nu_dtype=nu_dtype,
       ),
   )
 
@@ -794,6 +805,7 @@ def optimistic_adam_v2(
     eps_root: jax.typing.ArrayLike = 0.0,
     mu_dtype: Optional[Any] = None,
     nesterov: bool = True,
+    nu_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""Optimistic Adam: the optimistic step on Adam's direction.
 
@@ -804,8 +816,8 @@ def optimistic_adam_v2(
   Args:
     learning_rate: ``eta``, a scalar or a schedule.
     alpha, beta: as :func:`optimistic_gradient_descent`.
-    b1, b2, eps, eps_root, mu_dtype, nesterov: as :func:`adam` (Nesterov is on
-      by default here).
+    b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`adam`
+      (Nesterov is on by default here).
 
   References:
     Daskalakis et al., Training GANs with optimism, 2018.
@@ -815,7 +827,58 @@ def optimistic_adam_v2(
       learning_rate,
       transform.scale_by_adam(
           b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-          nesterov=nesterov,
+          nesterov=nesterov, nu_dtype=nu_dtype,
       ),
       transform.scale_by_optimistic_gradient(alpha=alpha, beta=beta),
+  )
+
+
+def optimistic_adam(
+    learning_rate: jax.typing.ArrayLike,
+    optimism: Optional[jax.typing.ArrayLike] = None,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-08,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = True,
+    nu_dtype: Optional[Any] = None,
+) -> base.GradientTransformationExtraArgs:
+  r"""Optimistic Adam, first form (deprecated in Optax for :func:`optimistic_adam_v2`).
+
+  .. math::
+    d_t = \text{Adam}(g_t), \qquad
+    \theta_t = \theta_{t-1} - ((\eta + o) d_t - o\, d_{t-1})
+
+  The learning rate ``eta`` is the optimistic ``alpha`` and must be a number
+  (no schedule); ``optimism`` ``o`` defaults to ``eta``.
+
+  Args:
+    learning_rate: ``eta``.
+    optimism: ``o``; ``None`` uses ``eta``.
+    b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`adam`.
+
+  References:
+    Daskalakis et al., Training GANs with optimism, 2018.
+  """
+  warnings.warn(
+      '`optimistic_adam` is deprecated, please use `optimistic_adam_v2` '
+      'instead.', category=DeprecationWarning,
+  )
+  if callable(learning_rate):
+    raise ValueError(
+        'optimistic_adam: learning_rate must be a number, not a schedule; '
+        'optimistic_adam_v2 takes schedules.'
+    )
+  checks.check_learning_rate(learning_rate, 'optimistic_adam')
+  checks.check_numbers('optimistic_adam', optimism=optimism)
+  optimism = learning_rate if optimism is None else optimism
+  return base.chain(
+      transform.scale_by_adam(
+          b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
+          nesterov=nesterov, nu_dtype=nu_dtype,
+      ),
+      transform.scale_by_optimistic_gradient(alpha=learning_rate, beta=optimism),
+      transform.scale_by_learning_rate(1.0),  # Only flips the sign.
   )

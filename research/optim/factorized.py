@@ -234,6 +234,10 @@ def adafactor(
   checks.check_range('clipping_threshold', clipping_threshold, 1.0, None, fn=fn)
   checks.check_decay('momentum', momentum, fn=fn)
   checks.check_non_negative('eps', eps, fn=fn)
+  checks.check_numbers(
+      fn, decay_rate=decay_rate, decay_offset=decay_offset,
+      weight_decay_rate=weight_decay_rate,
+  )
   txs = [
       scale_by_factored_rms(
           factored, decay_rate, decay_offset, min_dim_size_to_factor, eps

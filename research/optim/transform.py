@@ -448,6 +448,7 @@ def scale_by_adam(
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""Adam: the bias-corrected first moment over the root of the second.
 
@@ -468,6 +469,9 @@ def scale_by_adam(
       differentiating through the update).
     mu_dtype: dtype of ``m``; ``None`` keeps the params' dtype.
     nesterov: use Dozat's Nesterov form.
+    nu_dtype: dtype of ``v`` in the state (not in Optax); ``None`` keeps the
+      params' dtype. ``jnp.bfloat16`` halves its memory; the step itself is
+      computed in the gradients' precision.
 
   References:
     Kingma & Ba, Adam: a method for stochastic optimization, 2015;
@@ -477,12 +481,13 @@ def scale_by_adam(
   _check_betas(fn, b1=b1, b2=b2)
   _check_eps(fn, eps=eps, eps_root=eps_root)
   mu_dtype = _canonical_dtype(mu_dtype)
+  nu_dtype = _canonical_dtype(nu_dtype)
 
   def init_fn(params):
     return ScaleByAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=otu.tree_zeros_like(params, dtype=mu_dtype),
-        nu=otu.tree_zeros_like(params),
+        nu=otu.tree_zeros_like(params, dtype=nu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -518,6 +523,8 @@ def scale_by_amsgrad(
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
+    *,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> base.GradientTransformationExtraArgs:
   r"""AMSGrad: Adam with the running maximum of the second moment.
 
@@ -536,6 +543,8 @@ def scale_by_amsgrad(
     mu_dtype: dtype of ``m``; ``None`` keeps the params' dtype.
     bias_correction_mu: bias-correct ``m``.
     bias_correction_nu: bias-correct ``v`` before the maximum.
+    nu_dtype: dtype of ``v`` and its maximum in the state (not in Optax);
+      ``None`` keeps the params' dtype.
 
   References:
     Reddi et al., On the convergence of Adam and beyond, 2018.
@@ -544,13 +553,14 @@ def scale_by_amsgrad(
   _check_betas(fn, b1=b1, b2=b2)
   _check_eps(fn, eps=eps, eps_root=eps_root)
   mu_dtype = _canonical_dtype(mu_dtype)
+  nu_dtype = _canonical_dtype(nu_dtype)
 
   def init_fn(params):
     return ScaleByAmsgradState(
         count=jnp.zeros([], jnp.int32),
         mu=otu.tree_zeros_like(params, dtype=mu_dtype),
-        nu=otu.tree_zeros_like(params),
-        nu_max=otu.tree_zeros_like(params),
+        nu=otu.tree_zeros_like(params, dtype=nu_dtype),
+        nu_max=otu.tree_zeros_like(params, dtype=nu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -563,6 +573,7 @@ def scale_by_amsgrad(
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu_hat)
     updates = _adam_ratio(mu_hat, nu_max, eps, eps_root)
     mu = otu.tree_cast(mu, mu_dtype)
+    nu, nu_max = otu.tree_cast((nu, nu_max), nu_dtype)
     return updates, ScaleByAmsgradState(
         count=count, mu=mu, nu=nu, nu_max=nu_max
     )
@@ -1073,6 +1084,7 @@ def scale_by_polyak(
   fn = 'scale_by_polyak'
   checks.check_non_negative('max_learning_rate', max_learning_rate, fn=fn)
   _check_eps(fn, eps=eps)
+  checks.check_numbers(fn, f_min=f_min)
   checks.check_choice('variant', variant, ('sps', 'sps+'), fn=fn)
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -1117,6 +1129,7 @@ def scale_by_optimistic_gradient(
     Mokhtari et al., A unified analysis of extra-gradient and optimistic
     gradient methods for saddle point problems, 2020.
   """
+  checks.check_numbers('scale_by_optimistic_gradient', alpha=alpha, beta=beta)
 
   def init_fn(params):
     return ScaleByOptimisticGradientState(
