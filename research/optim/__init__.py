@@ -53,6 +53,31 @@ from research.optim.saddle import *  # noqa: F401,F403
 from research.optim.alias import *  # noqa: F401,F403
 
 # --- submodules and names of Optax's API (losses, tree, projections, ...)
+# tree, transforms, microbatching, experimental, top-level names
+from research.optim import experimental  # noqa: E402,F401
+from research.optim import linear_algebra  # noqa: E402,F401
+from research.optim import microbatching  # noqa: E402,F401
+from research.optim import transforms  # noqa: E402,F401
+from research.optim import tree_utils  # noqa: E402,F401
+from research.optim.alias import MaskOrFn  # noqa: E402,F401
+from research.optim.base import (  # noqa: E402,F401
+    TransformInitFn,
+    TransformUpdateExtraArgsFn,
+    TransformUpdateFn,
+)
+from research.optim.linear_algebra import *  # noqa: E402,F401,F403
+from research.optim.microbatching import microbatch  # noqa: E402,F401
+from research.optim.misc import *  # noqa: E402,F401,F403
+from research.optim.monitor import *  # noqa: E402,F401,F403
+from research.optim.multipliers import *  # noqa: E402,F401,F403
+from research.optim.parameter_free import *  # noqa: E402,F401,F403
+from research.optim.per_example import *  # noqa: E402,F401,F403
+from research.optim.tree import (  # noqa: E402,F401
+    tree_map_params,
+    update_infinity_moment,
+    update_moment,
+    update_moment_per_elem_norm,
+)
 # losses, projections, second_order, perturbations, assignment
 from research.optim import assignment  # noqa: E402,F401
 from research.optim import losses  # noqa: E402,F401
