@@ -295,7 +295,7 @@ def test_converges_on_the_reference_quadratic(name, opt, ratio):
 def mnist1d_batches():
   arrays = data.load_mnist1d()
   rng = np.random.default_rng(0)
-  idx = rng.integers(0, len(arrays['x_train']), size=(200, 64))
+  idx = rng.integers(0, len(arrays['x_train']), size=(300, 64))
   return (jnp.asarray(arrays['x_train'][idx], jnp.float32),
           jnp.asarray(arrays['y_train'][idx], jnp.int32))
 
