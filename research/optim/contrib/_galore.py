@@ -80,6 +80,8 @@ def _projector_layout(shape_2d, rank):
 
 def _pair_split(tree, pairs):
   """A tree of pairs (at ``tree``'s leaves) as a pair of trees."""
+  if not jax.tree.leaves(tree):  # e.g. the placeholder of tree_map_params
+    return tree, tree
   return jax.tree.transpose(
       jax.tree.structure(tree), jax.tree.structure((0, 0)), pairs)
 
@@ -169,10 +171,6 @@ def scale_by_galore(
     return jnp.zeros(projector, p.dtype), jnp.zeros(proxy, p.dtype)
 
   def init_fn(params):
-    if not jax.tree.leaves(params):
-      return GaLoreState(count=jnp.zeros([], jnp.int32),
-                         base_optimizer_state=base_optimizer.init(params),
-                         projector=params)
     projectors, proxies = _pair_split(params, map_specs(shapes, params))
     return GaLoreState(count=jnp.zeros([], jnp.int32),
                        base_optimizer_state=base_optimizer.init(proxies),
