@@ -132,15 +132,8 @@ def ctc_loss(
 ) -> jax.Array:
   """CTC loss, the negative log-likelihood of ``labels`` over all alignments.
 
-  See :func:`ctc_loss_with_forward_probs` for the recursion and the arguments.
-
-  Args:
-    logits: ``[B, T, K]`` logits, blank included.
-    logit_paddings: ``[B, T]``, 1.0 at padded frames and 0.0 elsewhere.
-    labels: ``[B, N]`` integer labels, right-padded.
-    label_paddings: ``[B, N]``, 1.0 at padded labels and 0.0 elsewhere.
-    blank_id: the class of the blank.
-    log_epsilon: the value of ``log 0``.
+  The first output of :func:`ctc_loss_with_forward_probs`, which documents
+  the recursion and the arguments.
 
   Returns:
     The ``[B]`` losses.

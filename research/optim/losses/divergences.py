@@ -122,16 +122,7 @@ def convex_kl_divergence(
     axis: Axis = -1,
     where: Optional[jax.typing.ArrayLike] = None,
 ) -> jax.Array:
-  """Deprecated (as in Optax): the same as :func:`generalized_kl_divergence`.
-
-  Args:
-    log_predictions: ``log q``, floating, ``[..., dim]``.
-    targets: ``p``, floating, ``[..., dim]``.
-    axis: the axis or axes of the measures.
-    where: optional mask of the entries that take part.
-
-  Returns:
-    The divergences, with ``axis`` reduced away.
+  """Deprecated (as in Optax): :func:`generalized_kl_divergence`, which see.
 
   References:
     Bregman, The Relaxation Method of Finding the Common Point of Convex Sets

@@ -1,3 +1,3 @@
-"""Optax's ``perturbations``: smoothing a function by random perturbations of its input."""
+"""Optax's ``perturbations``: smoothing a function by perturbing its input."""
 
 from research.optim.perturbations.smoothing import *  # noqa: F401,F403
