@@ -3,6 +3,7 @@
 #
 #   ./launch.sh                          run the default study
 #   ./launch.sh STUDY[:SCALE] [--config.field=value ...] [--workdir=DIR]
+#   ./launch.sh STUDY[:SCALE] --print_config   print the resolved config
 #   ./launch.sh --multihost STUDY ...    call jax.distributed.initialize() first
 #   ./launch.sh test [pytest args]       run the test suite
 #   ./launch.sh bench NAME [args]        run experiments/benchmarks/NAME.py
@@ -42,11 +43,23 @@ list_modules() {  # names of the .py files in a folder, without helpers
   done
 }
 
+list_studies() {  # each study with the scales its config names in SCALES
+  for f in experiments/*.py; do
+    local name; name="$(basename "$f" .py)"
+    [[ "$name" == __init__ || "$name" == main || "$name" == _* || "$name" == common ]] && continue
+    local scales
+    scales="$(sed -n "s/^SCALES = (\([^)]*\)).*/\1/p" "configs/$name.py" | tr -d "' " | tr ',' ' ')"
+    printf '  %-24s scales: (default)' "$name"
+    for s in $scales; do printf ' :%s' "$s"; done
+    echo
+  done
+}
+
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "studies (configs/STUDY.py + experiments/STUDY.py; default: $DEFAULT_STUDY):"
-  list_modules experiments
+  list_studies
   echo "benchmarks (experiments/benchmarks/NAME.py):"
   list_modules experiments/benchmarks
 }
@@ -102,8 +115,7 @@ esac
 
 name="${study%%:*}"
 if [[ ! -f "experiments/$name.py" || ! -f "configs/$name.py" ]]; then
-  echo "launch.sh: unknown study '$name'; known:" >&2
-  list_modules experiments >&2
+  echo "launch.sh: unknown study '$name'; known: $(list_modules experiments | tr -d ' ' | paste -sd, | sed 's/,/, /g')" >&2
   exit 2
 fi
 config="configs/$name.py"

@@ -9,6 +9,9 @@ synthetic linear regression of the same size.
 import ml_collections
 
 
+SCALES = ('smoke',)  # besides the default (no scale)
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seeds = 3  # data, batch order

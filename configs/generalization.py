@@ -9,6 +9,9 @@ comments say why not.
 import ml_collections
 
 
+SCALES = ('smoke',)  # besides the default (no scale)
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seeds = 5  # data (training set, test set) and initialization

@@ -12,6 +12,9 @@ shapes.
 import ml_collections
 
 
+SCALES = ('smoke',)  # besides the default (no scale)
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.schedules = ml_collections.ConfigDict(dict(

@@ -6,6 +6,9 @@ Scales: ``smoke`` (seconds, a few optimizers), default (every optimizer).
 import ml_collections
 
 
+SCALES = ('smoke',)  # besides the default (no scale)
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   # f(x) = 0.1 x1^2 + 2 x2^2 from (-5, -2), 20 steps (Dive into Deep Learning,

@@ -32,6 +32,9 @@ DEFAULT_LR = dict(sgd=1e-2, momentum=1e-2, nesterov=1e-2, adagrad=1e-2,
                   rmsprop=1e-3, adadelta=1.0, adam=1e-3, nadam=2e-3, adamw=1e-3)
 
 
+SCALES = ('smoke', 'reference', 'paper')  # besides the default (no scale)
+
+
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0

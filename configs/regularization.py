@@ -31,6 +31,9 @@ DROPOUT_PREFIX = 'dropout_'
 OPTIMIZERS = ('sgd', 'momentum', 'adam')
 
 
+SCALES = ('smoke', 'paper', 'cifar10')  # besides the default (no scale)
+
+
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0

@@ -11,6 +11,9 @@ ALL_OPTIMIZERS = ('gd,momentum,nesterov,adagrad,rmsprop,adam,noisy_sgd,'
                   'perturbed_gd,saddle_free_newton,newton')
 
 
+SCALES = ('smoke',)  # besides the default (no scale)
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0

@@ -21,6 +21,9 @@ ARMS = ('scratch', 'finetune', 'frozen', 'cached')
 MODELS = ('mnist1d_mlp', 'mnist1d_cnn')
 
 
+SCALES = ('smoke', 'paper')  # besides the default (no scale)
+
+
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0

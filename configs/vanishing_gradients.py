@@ -40,6 +40,9 @@ OPTIMIZERS = ('sgd', 'momentum', 'adam')
 CLIP_ARMS = ('none', 'value', 'norm', 'global_norm')
 
 
+SCALES = ('smoke', 'paper')  # besides the default (no scale)
+
+
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0

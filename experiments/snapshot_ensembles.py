@@ -12,12 +12,23 @@ Arms (budget B training steps each unless said; Huang et al., 2017, Table 1):
   true_ensemble  M independently trained single models (M x B steps; the
                  single run is its first member).
 
+The study is three training runs, each a grid trained as one vmapped
+program (``research.train.state.create_replicas``): ``single`` (seeds x
+members with the step schedule: the single model, the NoCycle snapshots and
+the true ensemble), ``snapshot`` (alpha_0 x seeds: the learning rate lives
+in the optimizer state, so both peaks share one compilation) and
+``singlecycle`` (seeds x members, B / M steps). Each run has its own folder
+under ``runs/`` with checkpoints, snapshots, metrics.jsonl and TensorBoard,
+and resumes after a kill. Seeds differ in initialisation and dropout; the
+data and their order are fixed by ``config.seed``.
+
 For each arm and seed: the test error, NLL and ECE of the last model and of
 the ensembles of the last m = 1..M members (averaged softmax), and the
-wall-clock cost of training (compilation excluded). Over seeds: mean and
-standard deviation. Outputs: ``results.md`` (a table shaped like the paper's
-Table 1), ``results.json``, ``error_vs_snapshots.png``,
-``lr_and_loss.png``, ``disagreement.png``.
+wall-clock cost of training (compilation excluded; a grid's time shared
+equally among its replicas). Over seeds: mean and standard deviation.
+Outputs: ``results.md`` (a table shaped like the paper's Table 1),
+``results.json``, ``error_vs_snapshots.png``, ``lr_and_loss.png``,
+``disagreement.png``.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import os
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -34,9 +46,9 @@ from configs.snapshot_ensembles import ARMS
 from experiments import common
 from research import data as data_lib
 from research import models
-from research.analysis import propagation
 from research import optim
 from research.analysis import ensemble
+from research.analysis import propagation
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib
 
@@ -50,14 +62,15 @@ def validate(config) -> None:
   common.require(config.num_snapshots >= 1, 'num_snapshots', config.num_snapshots, '>= 1')
   common.require(config.num_snapshots <= config.budget_steps, 'num_snapshots',
                  config.num_snapshots, f'at most budget_steps={config.budget_steps}')
+  common.require(config.log_every >= 1, 'log_every', config.log_every, '>= 1')
   common.require(len(config.snapshot_lrs) >= 1 and all(a > 0 for a in config.snapshot_lrs),
                  'snapshot_lrs', config.snapshot_lrs, 'one or more values > 0')
+  common.require(len(set(config.snapshot_lrs)) == len(config.snapshot_lrs), 'snapshot_lrs',
+                 config.snapshot_lrs, 'distinct values')
   for field in ('single_lr', 'singlecycle_lr'):
     common.require(config[field] > 0, field, config[field], '> 0')
   common.require(0 <= config.momentum < 1, 'momentum', config.momentum, '[0, 1)')
   common.require(config.weight_decay >= 0, 'weight_decay', config.weight_decay, '>= 0')
-  common.require(config.train.batch_size == config.data.batch_size, 'train.batch_size',
-                 config.train.batch_size, f'equal to data.batch_size={config.data.batch_size}')
   trainer_lib.validate_config(config.train)
   models.build_model(config.model)  # unknown names and bad fields fail here
 
@@ -70,10 +83,23 @@ def single_schedule(config) -> Callable:
       config.single_lr, {int(0.5 * b): 0.1, int(0.75 * b): 0.1})
 
 
-def _sgd(config, schedule):
-  return optim.chain(
-      optim.add_decayed_weights(config.weight_decay),
-      optim.sgd(schedule, momentum=config.momentum, nesterov=True))
+def _sgd(config, learning_rate: float, schedule: str, **schedule_kwargs):
+  """SGD + Nesterov with coupled weight decay; the rate (the schedule's
+  peak) lives in the state, so runs differing in it share a program."""
+  return optim.make('sgd', learning_rate, momentum=config.momentum, nesterov=True,
+                    weight_decay=config.weight_decay, schedule=schedule,
+                    schedule_kwargs=schedule_kwargs)
+
+
+def single_tx(config):
+  b = config.budget_steps
+  return _sgd(config, config.single_lr, 'piecewise_constant_schedule',
+              boundaries_and_scales={int(0.5 * b): 0.1, int(0.75 * b): 0.1})
+
+
+def snapshot_tx(config, total_steps: int, num_cycles: int, learning_rate: float):
+  return _sgd(config, learning_rate, 'cyclic_cosine_schedule',
+              total_steps=total_steps, num_cycles=num_cycles)
 
 
 def nocycle_snapshot_steps(config) -> list[int]:
@@ -81,85 +107,111 @@ def nocycle_snapshot_steps(config) -> list[int]:
   return [round(b * (i + 1) / m) for i in range(m)]
 
 
+# --- the grids ------------------------------------------------------------------
+
 @dataclasses.dataclass
-class Run:
-  """One training run: its snapshots (in step order) and its history."""
+class Grid:
+  """One training run of replicas: ``keys[i]`` = (seed, member), ``lrs[i]``."""
+  name: str
+  tx: object
+  num_steps: int
   snapshot_steps: list
-  snapshots: list
-  history: list
-  seconds: float
+  replicas: list          # [(seed, member, learning_rate)]
 
 
-class Runner:
-  """Trains runs of the study; one Trainer (one compilation) per run shape."""
-
-  def __init__(self, config, ds, model):
-    self.config, self.ds, self.model = config, ds, model
-    self._trainers, self._optimizers = {}, {}
-    x, _ = ds.arrays('train')
-    self.example = x[:1]
-
-  def optimizer(self, key: str, make: Callable):
-    """One optimizer object per run shape: the same object means no recompile."""
-    if key not in self._optimizers:
-      self._optimizers[key] = make()
-    return self._optimizers[key]
-
-  def train(self, key: str, tx, num_steps: int, snapshot_steps, init_seed: int) -> Run:
-    c = self.config
-    if key not in self._trainers:
-      tc = c.train.copy_and_resolve_references()
-      tc.num_steps = num_steps
-      tc.snapshot_steps = tuple(snapshot_steps)
-      tc.log_every = min(c.log_every, num_steps)
-      self._trainers[key] = (trainer_lib.Trainer(tc), tx)
-    trainer, tx = self._trainers[key]
-    variables = self.model.init(jax.random.key(init_seed), self.example, train=False)
-    variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
-    state = state_lib.TrainState.create(apply_fn=self.model.apply, variables=variables,
-                                        tx=tx, rng=jax.random.key(init_seed + 10_000))
-    result = trainer.fit(state, self.ds.train)
-    return Run(snapshot_steps=[step for step, _ in result.snapshots],
-               snapshots=[snap for _, snap in result.snapshots], history=result.history,
-               seconds=result.wall_time - result.compile_time)
-
-
-def run_arms(config, runner: Runner, seed: int) -> dict:
-  """Every arm for one seed: {arm_label: (members, seconds, history)}."""
+def grids(config) -> list[Grid]:
   c, b, m = config, config.budget_steps, config.num_snapshots
-  arms = common.split_names(c.arms)
-  out = {}
-  need_single = {'single', 'nocycle', 'true_ensemble'} & set(arms)
-  if need_single:
-    single = runner.train('single', runner.optimizer('single', lambda: _sgd(c, single_schedule(c))),
-                          b, nocycle_snapshot_steps(c), init_seed=seed * 1000)
-    if 'single' in arms:
-      out['single'] = (single.snapshots[-1:], single.seconds, single.history)
-    if 'nocycle' in arms:
-      out['nocycle'] = (single.snapshots, single.seconds, single.history)
+  arms = set(common.split_names(c.arms))
+  seeds = [c.seed + i for i in range(c.num_seeds)]
+  out = []
+  if arms & {'single', 'nocycle', 'true_ensemble'}:
+    members = m if 'true_ensemble' in arms else 1
+    out.append(Grid('single', single_tx(c), b,
+                    nocycle_snapshot_steps(c) if 'nocycle' in arms else [b],
+                    [(s, i, c.single_lr) for s in seeds for i in range(members)]))
+  if 'snapshot' in arms:
+    out.append(Grid('snapshot', snapshot_tx(c, b, m, c.snapshot_lrs[0]), b,
+                    optim.snapshot_steps(b, m),
+                    [(s, 0, float(a)) for a in c.snapshot_lrs for s in seeds]))
   if 'singlecycle' in arms:
     steps = max(b // m, 1)
-    tx = runner.optimizer('singlecycle', lambda: _sgd(c, optim.cyclic_cosine_schedule(
-        c.singlecycle_lr, steps, 1)))
-    runs = [runner.train('singlecycle', tx, steps, [steps], init_seed=seed * 1000 + 100 + i)
-            for i in range(m)]
-    out['singlecycle'] = ([r.snapshots[-1] for r in runs], sum(r.seconds for r in runs),
-                          runs[0].history)
-  if 'snapshot' in arms:
-    for alpha in c.snapshot_lrs:
-      tx = runner.optimizer(f'snapshot_{alpha}', lambda alpha=alpha: _sgd(
-          c, optim.cyclic_cosine_schedule(alpha, b, m)))
-      run = runner.train(f'snapshot_{alpha}', tx, b, optim.snapshot_steps(b, m),
-                         init_seed=seed * 1000)
-      out[f'snapshot_{alpha:g}'] = (run.snapshots, run.seconds, run.history)
-  if 'true_ensemble' in arms:
-    tx = runner.optimizer('single', lambda: _sgd(c, single_schedule(c)))
-    others = [runner.train('single', tx, b, nocycle_snapshot_steps(c),
-                           init_seed=seed * 1000 + 200 + i) for i in range(m - 1)]
-    members = [single.snapshots[-1]] + [r.snapshots[-1] for r in others]
-    out['true_ensemble'] = (members, single.seconds + sum(r.seconds for r in others),
-                            single.history)
+    out.append(Grid('singlecycle', snapshot_tx(c, steps, 1, c.singlecycle_lr), steps,
+                    [steps], [(s, 100 + i, c.singlecycle_lr) for s in seeds
+                              for i in range(m)]))
   return out
+
+
+def _grid_state(grid: Grid, model, example):
+  def init(key):
+    variables = model.init(key, example, train=False)
+    return {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  keys = jnp.stack([jax.random.key(seed * 1000 + member)
+                    for seed, member, _ in grid.replicas])
+  return state_lib.create_replicas(
+      apply_fn=model.apply, init_fn=init, tx=grid.tx, keys=keys,
+      hyperparams=dict(learning_rate=[lr for _, _, lr in grid.replicas]))
+
+
+def _replica(tree, i: int):
+  return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
+def _history(rows, i: int) -> list:
+  return [dict(step=r['step'], loss=float(np.asarray(r['loss'])[i])) for r in rows]
+
+
+def train_grid(config, grid: Grid, ds, model, folder: str) -> dict:
+  """Trains one grid in ``folder`` (resuming there) and evaluates its arms."""
+  x, _ = ds.arrays('train')
+  x_test, y_test = ds.arrays('test')
+  state = _grid_state(grid, model, x[:1])
+  trainer = trainer_lib.Trainer(config.train, folder,
+                                run_config=dict(run=grid.name, study=config.to_dict()))
+  label = f'{grid.name} ({len(grid.replicas)} replicas)'
+  fit = trainer.fit(state, ds.train, num_steps=grid.num_steps,
+                    log_every=min(config.log_every, grid.num_steps),
+                    snapshot_steps=grid.snapshot_steps, name=label)
+  seconds = (fit.wall_time - fit.compile_time) / len(grid.replicas)
+  snaps = [snap for _, snap in fit.snapshots]
+
+  def evaluate(members):
+    return dict(eval=evaluate_members(model, members, x_test, y_test,
+                                      config.train.eval_batch_size),
+                dead_units=dead_units(model, members, x_test, y_test))
+
+  index = {(seed, member, lr): i for i, (seed, member, lr) in enumerate(grid.replicas)}
+  arms = set(common.split_names(config.arms))
+  out = {}
+  for (seed, member, lr), i in index.items():
+    history = _history(fit.history, i)
+    members = [_replica(s, i) for s in snaps]
+    if grid.name == 'single' and member == 0:
+      if 'single' in arms:
+        out[f'single/{seed}'] = dict(evaluate(members[-1:]), seconds=seconds, history=history)
+      if 'nocycle' in arms:
+        out[f'nocycle/{seed}'] = dict(evaluate(members), seconds=seconds, history=history)
+      if 'true_ensemble' in arms:
+        finals = [_replica(snaps[-1], index[(seed, j, lr)])
+                  for j in range(config.num_snapshots)]
+        out[f'true_ensemble/{seed}'] = dict(evaluate(finals), history=history,
+                                            seconds=seconds * config.num_snapshots)
+    elif grid.name == 'snapshot':
+      out[f'snapshot_{lr:g}/{seed}'] = dict(evaluate(members), seconds=seconds,
+                                           history=history)
+    elif grid.name == 'singlecycle' and member == 100:
+      finals = [_replica(snaps[-1], index[(seed, 100 + j, lr)])
+                for j in range(config.num_snapshots)]
+      out[f'singlecycle/{seed}'] = dict(evaluate(finals), history=history,
+                                        seconds=seconds * config.num_snapshots)
+  return out
+
+
+ARM_ORDER = ('single', 'nocycle', 'singlecycle', 'snapshot', 'true_ensemble')
+
+
+def _arm_rank(label: str) -> int:
+  return ARM_ORDER.index(label.split('_')[0] if label.startswith('snapshot_')
+                         else label)
 
 
 def evaluate_members(model, members: list, x, y, batch_size: int) -> dict:
@@ -375,7 +427,8 @@ def _markdown(summary, config, verdict_lines) -> str:
       '# Snapshot ensembles', '',
       f'Data `{config.data.name}`, model `{config.model.name}`, budget B = {b} steps, '
       f'M = {m}, batch {config.data.batch_size}, {config.num_seeds} seed(s) '
-      '(mean ± std). Errors, ECE in %.', '',
+      '(mean ± std; seeds differ in initialisation and dropout, the data order is '
+      'fixed). Errors, ECE in %. Train seconds: per model, compilation excluded.', '',
       common.markdown_table(
           ['method', 'test error (ensemble)', 'test error (last model)', 'NLL (ensemble)',
            'ECE (ensemble)', 'train seconds'], rows), '',
@@ -388,24 +441,19 @@ def _markdown(summary, config, verdict_lines) -> str:
 
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
-  per_seed = []
-  for i in range(config.num_seeds):
-    seed = config.seed + i
-    data_cfg = config.data.copy_and_resolve_references()
-    data_cfg.seed = seed
-    ds = data_lib.get_dataset(data_cfg)
-    model = models.build_model(config.model)
-    runner = Runner(config, ds, model)
-    x_test, y_test = ds.arrays('test')
-    arms = run_arms(config, runner, seed)
-    per_seed.append({
-        arm: dict(eval=evaluate_members(model, members, x_test, y_test,
-                                        config.train.eval_batch_size),
-                  seconds=seconds, history=history,
-                  dead_units=dead_units(model, members, x_test, y_test))
-        for arm, (members, seconds, history) in arms.items()
-    })
+  study = common.Study(workdir, config)
+  ds = data_lib.get_dataset(config.data)
+  model = models.build_model(config.model)
+  by_arm = {}
+  for grid in grids(config):
+    out = study.run(grid.name, lambda folder, grid=grid: train_grid(config, grid, ds, model,
+                                                                     folder))
+    for key, value in out.items():
+      arm, seed = key.rsplit('/', 1)
+      by_arm.setdefault(arm, {})[int(seed)] = value
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  arms = sorted(by_arm, key=lambda a: (_arm_rank(a), a))
+  per_seed = [{arm: by_arm[arm][seed] for arm in arms} for seed in seeds]
   summary = summarize(per_seed)
   lines = verdict(summary, config) + diagnose(per_seed, config)
   _figures(workdir, summary, per_seed, config)

@@ -1,7 +1,11 @@
 """The snapshot-ensemble study: end to end, snapshot timing, cost, bad input."""
 
+import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -9,10 +13,15 @@ import numpy as np
 import pytest
 
 from configs import snapshot_ensembles as cfg_lib
+from experiments import common
 from experiments import snapshot_ensembles as study
 from research import data as data_lib
 from research import models
 from research import optim
+from research.train import state as state_lib
+from research.train import trainer as trainer_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
@@ -42,29 +51,34 @@ def test_smoke_writes_the_table_and_figures(smoke):
   assert snap['error_vs_m'][-1][0] == pytest.approx(snap['ensemble_error'][0])
 
 
-def _runner(config):
+def _fit(config, tx, num_steps, snapshot_steps):
   ds = data_lib.get_dataset(config.data)
-  return study.Runner(config, ds, models.build_model(config.model))
+  model = models.build_model(config.model)
+  x, _ = ds.arrays('train')
+  variables = model.init(jax.random.key(0), x[:1], train=False)
+  state = state_lib.TrainState.create(apply_fn=model.apply, variables=variables, tx=tx,
+                                      rng=jax.random.key(1))
+  return trainer_lib.Trainer(config.train).fit(
+      state, ds.train, num_steps=num_steps, log_every=10, snapshot_steps=snapshot_steps)
 
 
 def test_snapshots_are_taken_exactly_at_the_cycle_ends():
   config = cfg_lib.get_config('smoke')
-  config.budget_steps, config.num_snapshots = 50, 3  # cycles of ceil(50/3) = 17
-  runner = _runner(config)
+  config.train.checkpoints = False
+  tx = study.snapshot_tx(config, 50, 3, 0.2)  # cycles of ceil(50/3) = 17
   schedule = optim.cyclic_cosine_schedule(0.2, 50, 3)
-  tx = study._sgd(config, schedule)
   ends = optim.snapshot_steps(50, 3)
   assert ends == [17, 34, 50]
-  run = runner.train('snap', tx, 50, ends, init_seed=0)
-  assert run.snapshot_steps == ends
+  run = _fit(config, tx, 50, ends)
+  assert [s for s, _ in run.snapshots] == ends
   # Update s used the smallest rate of its cycle; update s + 1 restarts at alpha_0.
   for s in ends[:-1]:
     assert float(schedule(s - 1)) < float(schedule(s - 2))
     assert float(schedule(s)) == pytest.approx(0.2)
   # Each snapshot is the state after exactly that many updates.
-  for s, snap in zip(ends[:2], run.snapshots):
-    short = runner.train(f'snap_{s}', tx, s, [s], init_seed=0)
-    for a, b in zip(jax.tree.leaves(snap), jax.tree.leaves(short.snapshots[-1])):
+  for s, (_, snap) in zip(ends[:2], run.snapshots):
+    short = _fit(config, study.snapshot_tx(config, 50, 3, 0.2), s, [s])
+    for a, b in zip(jax.tree.leaves(snap), jax.tree.leaves(short.snapshots[-1][1])):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -75,22 +89,96 @@ def test_snapshot_arm_costs_what_the_single_model_costs():
   # wall clock of identical runs varies by +-30% with the other processes'
   # load, while the CPU time of the same work does not.
   config = cfg_lib.get_config('smoke')
+  config.train.checkpoints = False
   config.budget_steps, config.num_snapshots = 400, 5
-  runner = _runner(config)
-  single = runner.optimizer('single', lambda: study._sgd(config, study.single_schedule(config)))
-  snap = runner.optimizer('snap', lambda: study._sgd(
-      config, optim.cyclic_cosine_schedule(0.2, 400, 5)))
-  runs = dict(single=(single, []), snapshot=(snap, optim.snapshot_steps(400, 5)))
+  runs = dict(single=(study.single_tx(config), []),
+              snapshot=(study.snapshot_tx(config, 400, 5, 0.2), optim.snapshot_steps(400, 5)))
   times = {k: [] for k in runs}
   for _ in range(8):
     for name, (tx, snaps) in runs.items():
       t0 = time.process_time()
-      run = runner.train(name, tx, 400, snaps, init_seed=0)
+      run = _fit(config, tx, 400, snaps)
       times[name].append(time.process_time() - t0)
   assert len(run.snapshots) == 5
   single_t = statistics.median(times['single'][1:])  # the first run compiles
   snap_t = statistics.median(times['snapshot'][1:])
   assert snap_t <= 1.10 * single_t, (snap_t, single_t)
+
+
+def test_the_runs_are_grids_sharing_one_program_per_schedule():
+  config = cfg_lib.get_config('smoke')
+  grids = {g.name: g for g in study.grids(config)}
+  assert sorted(grids) == ['single', 'singlecycle', 'snapshot']
+  m, seeds = config.num_snapshots, config.num_seeds
+  assert len(grids['single'].replicas) == seeds * m  # single + true-ensemble members
+  assert [lr for _, _, lr in grids['snapshot'].replicas] == [
+      a for a in config.snapshot_lrs for _ in range(seeds)]
+  # Another peak rate is the same program: equal transformations.
+  assert study.snapshot_tx(config, 60, 3, 0.1) == study.snapshot_tx(config, 60, 3, 0.2)
+
+
+def _main(workdir, *overrides, **popen):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  cmd = [sys.executable, '-m', 'experiments.main', '--study=snapshot_ensembles',
+         '--config=configs/snapshot_ensembles.py:smoke', f'--workdir={workdir}',
+         *overrides]
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _without_timings(tree):
+  if isinstance(tree, dict):
+    return {k: _without_timings(v) for k, v in tree.items() if k != 'seconds'}
+  if isinstance(tree, list):
+    return [_without_timings(v) for v in tree]
+  return tree
+
+
+def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
+  # A run long enough to be killed in the middle of its second grid: one
+  # step per dispatch, a checkpoint every 20 of 200 steps.
+  overrides = ('--config.budget_steps=200', '--config.train.steps_per_dispatch=1',
+               '--config.train.checkpoint_every=20', '--config.num_seeds=1',
+               '--config.arms=single,snapshot')
+  ref = _main(str(tmp_path / 'ref'), *overrides)
+  _, err = ref.communicate(timeout=600)
+  assert ref.returncode == 0, err[-3000:]
+  workdir = tmp_path / 'killed'
+  proc = _main(str(workdir), *overrides)
+  ckpts = workdir / 'runs' / 'snapshot' / 'checkpoints'
+  deadline = time.time() + 400
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts)):
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  status = lambda run: json.load(open(workdir / 'runs' / run / 'status.json'))['status']  # noqa: E731
+  assert status('single') == 'complete' and status('snapshot') == 'running'
+  assert not (workdir / 'results.json').exists()
+  single_metrics = (workdir / 'runs' / 'single' / 'metrics.jsonl').stat().st_mtime_ns
+  again = _main(str(workdir), *overrides)
+  _, err = again.communicate(timeout=600)
+  assert again.returncode == 0, err[-3000:]
+  assert 'run single: complete, skipped' in err
+  assert 'resumed from step' in err
+  assert (workdir / 'runs' / 'single' / 'metrics.jsonl').stat().st_mtime_ns == single_metrics
+  want = json.load(open(tmp_path / 'ref' / 'results.json'))
+  got = json.load(open(workdir / 'results.json'))
+  assert _without_timings(got) == _without_timings(want)
+  assert oct((workdir / 'results.json').stat().st_mode & 0o777) == '0o644'
+
+
+def test_a_workdir_of_another_config_is_refused_untouched(tmp_path):
+  config = cfg_lib.get_config('smoke')
+  common.Study(str(tmp_path), config)
+  before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')}
+  other = cfg_lib.get_config('smoke')
+  other.snapshot_lrs = (0.1, 0.3)
+  with pytest.raises(common.StudyConfigError, match=r'first difference: snapshot_lrs'):
+    common.Study(str(tmp_path), other)
+  assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')} == before
 
 
 @pytest.mark.parametrize('field,value,match', [
