@@ -51,13 +51,8 @@ def scale_by_acprop(
     gradient methods, 2021.
   """
   _check_args('scale_by_acprop', b1, b2, eps, eps_root)
-
-  def init_fn(params):
-    return transform.ScaleByBeliefState(
-        count=jnp.zeros([], jnp.int32),
-        mu=otu.tree_zeros_like(params),
-        nu=otu.tree_zeros_like(params),
-    )
+  # AdaBelief's state, zero-initialised the same way.
+  init_fn = transform.scale_by_belief().init
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Union
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +91,8 @@ def mechanize(
         updates, state.base_optimizer_state, params, **extra_args)
     x0 = jax.lax.cond(state.count == 0, lambda: params, lambda: state.x0)
     total = jnp.sum(state.s)
-    decay = weight_decay * total * otu.tree_norm(updates) / (otu.tree_norm(params) + eps)
+    decay = (weight_decay * total * otu.tree_norm(updates)
+             / (otu.tree_norm(params) + eps))
     updates = jax.tree.map(lambda g, p: g + decay * p, updates, params)
     delta_prev = jax.tree.map(lambda x, x_0: (x_0 - x) / (total + eps), params, x0)
     delta = jax.tree.map(lambda d, u: d - u, delta_prev, base_updates)
