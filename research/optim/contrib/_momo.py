@@ -71,6 +71,15 @@ def _require_value(fn, params, value):
     )
 
 
+def _learning_rate_at(learning_rate, state):
+  """The step cap; a schedule's value in the state's dtype, so that a float32
+  schedule keeps bfloat16 params' state in bfloat16 (Optax's momo fails
+  there under jit)."""
+  if callable(learning_rate):
+    return jnp.asarray(learning_rate(state.count), state.barf.dtype)
+  return learning_rate
+
+
 def _ema(beta, old, new):
   return beta * old + (1 - beta) * new
 
@@ -154,7 +163,7 @@ def momo(
     gamma = _ema(b, state.gamma, otu.tree_vdot(updates, params))
     sq_norm = otu.tree_norm(exp_avg, squared=True)
     iprod = otu.tree_vdot(exp_avg, params)
-    alpha = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    alpha = _learning_rate_at(learning_rate, state)
     decay_factor = 1 + alpha * weight_decay
     lb = state.lb
     if adapt_lower_bound:
@@ -244,7 +253,7 @@ def momo_adam(
         exp_avg, jax.tree.map(lambda d, s: d / s, exp_avg, denom))
     gamma = _ema(b1, state.gamma, otu.tree_vdot(updates, params))
     iprod = otu.tree_vdot(exp_avg, params)
-    alpha = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    alpha = _learning_rate_at(learning_rate, state)
     c1 = jnp.asarray(1 - b1**count, barf.dtype)
     decay_factor = 1 + alpha * weight_decay
     lb = state.lb

@@ -349,7 +349,8 @@ def scale_by_muon(
     mu = otu.tree_update_moment(updates, state.mu, beta, 1)
     count = otu.safe_increment(state.count)
     if nesterov:
-      mu_hat = transform._nesterov_mu_hat(mu, updates, beta, count)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      mu_hat = transform._nesterov_mu_hat(mu, updates, beta, count)
     else:
       mu_hat = otu.tree_bias_correction(mu, beta, count)
     new_updates = jax.tree.map(

@@ -31,6 +31,10 @@ def normalize() -> base.GradientTransformationExtraArgs:
 
   With ``sgd(rho)`` after it, this is SAM's adversarial step (see :func:`sam`).
   A zero gradient gives NaN, as in Optax.
+
+  References:
+    Foret, Kleiner, Mobahi & Neyshabur, Sharpness-Aware Minimization for
+    Efficiently Improving Generalization, 2021.
   """
 
   def update_fn(updates, state, params=None, **extra_args):

@@ -115,7 +115,8 @@ def schedule_free(
   def init_fn(params):
     dtype = _state_dtype.lowest_dtype(params)
     # A copy, so that z and the params are distinct buffers (both donatable).
-    z = jax.tree.map(lambda p: jnp.array(p, copy=True), otu.tree_cast(params, state_dtype))
+    z = jax.tree.map(lambda p: jnp.array(p, copy=True),
+                     otu.tree_cast(params, state_dtype))
     return ScheduleFreeState(
         b1=jnp.asarray(b1, dtype),
         weight_sum=jnp.zeros([], dtype),

@@ -97,13 +97,27 @@ def scale_by_sophia(
     verbose: bool = False,
     print_win_rate_every_n_steps: int = 0,
 ) -> base.GradientTransformationExtraArgs:
-  r"""Sophia's preconditioner (see :func:`sophia` for the update rule).
+  r"""Sophia's preconditioner: :func:`sophia` without decay and learning rate.
+
+  .. math::
+    u_t = \mathrm{clip}\big(\hat m_t / \max(\gamma h, \epsilon), \pm c\big)
 
   Every extra keyword argument of ``update`` goes to
   ``hessian_diagonal_fn`` (Hutchinson's needs ``obj_fn``). The Hessian
-  estimate is refreshed when the count before the update is a multiple of
-  ``update_interval`` (the first update included), after the step has used
-  the previous one.
+  estimate :math:`h` is refreshed when the count before the update is a
+  multiple of ``update_interval`` (the first update included), after the
+  step has used the previous one.
+
+  Args:
+    b1, b2, eps, gamma, clip_threshold, update_interval, hessian_diagonal_fn,
+    mu_dtype, verbose, print_win_rate_every_n_steps: as :func:`sophia`.
+
+  Returns:
+    A transformation with state :class:`SophiaState`.
+
+  References:
+    Liu, Li, Hall, Liang & Ma, Sophia: A Scalable Stochastic Second-order
+    Optimizer for Language Model Pre-training, 2024.
   """
   fn = 'scale_by_sophia'
   checks.check_decay('b1', b1, fn)
