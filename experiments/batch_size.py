@@ -15,7 +15,10 @@ measurements excluded), for two ways of dispatching the updates:
 - ``step``: one compiled step per update, called from Python; the clock also
   counts the per-call overhead, as the textbook's training loop does.
 
-Outputs ``curves.png``, ``results.md`` and ``results.json``.
+Each (seed, batch size, dispatch) is a run of the study, in
+``runs/seed=S-batch=B-MODE/``: a rerun into the same workdir skips the
+finished runs (and keeps their timings) and measures the others. Outputs
+``curves.png``, ``results.md`` and ``results.json``.
 
 References: Zhang, Lipton, Li and Smola, Dive into Deep Learning, section 11.5
 (minibatch stochastic gradient descent), 2023.
@@ -23,9 +26,11 @@ References: Zhang, Lipton, Li and Smola, Dive into Deep Learning, section 11.5
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -34,6 +39,7 @@ import numpy as np
 from experiments import common
 from research import data
 from research import optim
+from research.train import metric_writers
 
 DISPATCH = ('scan', 'step')
 
@@ -61,6 +67,7 @@ def validate(config):
   for b in names:
     ok = b == 'full' or (b.isdigit() and 1 <= int(b) <= d.num_train)
     require(ok, 'batch_sizes', b, allowed)
+  require(len(set(names)) == len(names), 'batch_sizes', config.batch_sizes, 'distinct sizes')
   require(len(config.learning_rates) == len(names), 'learning_rates',
           config.learning_rates, f'one rate per batch size ({len(names)})')
   require(all(r > 0 for r in config.learning_rates), 'learning_rates',
@@ -106,25 +113,35 @@ def _epoch_chunks(n, batch, points, seed, epoch):
   return [c for c in np.array_split(steps, min(points, per_epoch)) if len(c)]
 
 
-def _compiled(tx, x, y):
-  def step(carry, idx):
-    params, opt_state = carry
-    grads = jax.grad(squared_loss)(params, x[idx], y[idx])
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optim.apply_updates(params, updates), opt_state), None
-
-  scan = jax.jit(lambda carry, idxs: jax.lax.scan(step, carry, idxs)[0], donate_argnums=0)
-  single = jax.jit(lambda carry, idx: step(carry, idx)[0], donate_argnums=0)
-  loss = jax.jit(lambda carry: squared_loss(carry[0], x, y))
-  return scan, single, loss
+def _sgd_step(tx, x, y, carry, idx):
+  params, opt_state = carry
+  grads = jax.grad(squared_loss)(params, x[idx], y[idx])
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optim.apply_updates(params, updates), opt_state
 
 
-def train_arm(x, y, batch, lr, config, seed, mode):
+# Module-level programs: every seed (same shapes) and every rate (held in the
+# optimizer state by optim.make) shares one compilation per batch size.
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def _scan_updates(tx, carry, idxs, x, y):
+  return jax.lax.scan(lambda c, idx: (_sgd_step(tx, x, y, c, idx), None), carry, idxs)[0]
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def _one_update(tx, carry, idx, x, y):
+  return _sgd_step(tx, x, y, carry, idx)
+
+
+@jax.jit
+def _full_loss(params, x, y):
+  return squared_loss(params, x, y)
+
+
+def train_arm(x, y, batch, lr, config, seed, mode, label=''):
   """One run; returns the measurements (examples, seconds, loss)."""
   n, d = x.shape
-  tx = optim.sgd(lr)
+  tx = optim.make('sgd', lr)
   x, y = jnp.asarray(x), jnp.asarray(y)
-  scan, single, loss = _compiled(tx, x, y)
 
   def fresh():
     params = {'w': jnp.zeros(d, x.dtype), 'b': jnp.zeros((), x.dtype)}
@@ -132,9 +149,9 @@ def train_arm(x, y, batch, lr, config, seed, mode):
 
   def run_chunk(carry, idxs):
     if mode == 'scan':
-      return scan(carry, jnp.asarray(idxs))
+      return _scan_updates(tx, carry, jnp.asarray(idxs), x, y)
     for idx in idxs:
-      carry = single(carry, idx)
+      carry = _one_update(tx, carry, idx, x, y)
     return carry
 
   # Compile every shape before the clock starts.
@@ -143,18 +160,22 @@ def train_arm(x, y, batch, lr, config, seed, mode):
     jax.block_until_ready(run_chunk(fresh(), np.zeros((length, batch), np.int32)))
   plan = [_epoch_chunks(n, batch, config.points_per_epoch, seed, epoch)
           for epoch in range(config.epochs)]
+  progress = metric_writers.Progress(config.timing_repeats * sum(map(len, plan)), 0, True,
+                                     label, 30.0)
   # The same run `timing_repeats` times (bit-identical losses); each chunk's
   # time is its median over the repeats, robust to other processes.
   durations = []
   for _ in range(config.timing_repeats):
-    carry, times, losses = fresh(), [], [float(loss(fresh()))]
+    carry, times, losses = fresh(), [], [float(_full_loss(fresh()[0], x, y))]
     for chunks in plan:
       for idxs in chunks:
         start = time.perf_counter()
         carry = jax.block_until_ready(run_chunk(carry, idxs))
         times.append(time.perf_counter() - start)
-        losses.append(float(loss(carry)))
+        losses.append(float(_full_loss(carry[0], x, y)))
+        progress.update(progress.n + 1, dict(loss=losses[-1]))
     durations.append(times)
+  progress.close()
   chunk_seconds = np.median(np.asarray(durations), axis=0)
   sizes = [idxs.size for chunks in plan for idxs in chunks]
   per_chunk = iter(chunk_seconds)
@@ -165,19 +186,38 @@ def train_arm(x, y, batch, lr, config, seed, mode):
               epoch_seconds=epoch_seconds)
 
 
-def run_all(config):
+def arms(config) -> list[tuple[str, float]]:
+  """``(batch-size name, learning rate)`` of each arm, in the config's order."""
+  return list(zip(common.split_names(config.batch_sizes), config.learning_rates))
+
+
+def run_name(seed: int, name: str, mode: str) -> str:
+  return f'seed={seed}-batch={name}-{mode}'
+
+
+def train_part(config, seed, name, lr, mode) -> dict:
+  """One run of :class:`experiments.common.Study`: an arm, a seed, a dispatch mode."""
+  x, y = _dataset(config, seed)
+  batch = parse_batch_sizes(name, len(y))[0]
+  return dict(seed=seed, **train_arm(x, y, batch, lr, config, seed, mode,
+                                     label=run_name(seed, name, mode)))
+
+
+def run_all(config, study):
+  """Every (seed, arm, mode) as a run of ``study``; the results by arm."""
   modes = common.split_names(config.dispatch)
-  results = {}
+  n = config.data.num_train
+  results = {name: dict(batch_size=parse_batch_sizes(name, n)[0], learning_rate=lr,
+                        runs={m: [] for m in modes}) for name, lr in arms(config)}
   for seed in range(config.seeds):
-    x, y = _dataset(config, seed)
-    sizes = parse_batch_sizes(config.batch_sizes, len(y))
-    for name, batch, lr in zip(common.split_names(config.batch_sizes), sizes,
-                               config.learning_rates):
-      entry = results.setdefault(name, dict(batch_size=batch, learning_rate=lr,
-                                            runs={m: [] for m in modes}))
+    for name, lr in arms(config):
       for mode in modes:
-        entry['runs'][mode].append(dict(seed=seed, **train_arm(x, y, batch, lr, config,
-                                                               seed, mode)))
+        label = run_name(seed, name, mode)
+        t0 = time.time()
+        out = study.run(label, lambda folder, s=seed, b=name, r=lr, m=mode:
+                        train_part(config, s, b, r, m))
+        logging.info('run %s: done in %.1fs', label, time.time() - t0)
+        results[name]['runs'][mode].append(out)
   return results
 
 
@@ -225,8 +265,8 @@ def _plot(results, config, n, target):
 
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
-  results = run_all(config)
+  study = common.Study(workdir, config)
+  results = run_all(config, study)
   modes = common.split_names(config.dispatch)
   n = config.data.num_train
   floor = 0.5 * config.data.noise**2

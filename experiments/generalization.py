@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -53,7 +55,10 @@ def squared_loss(params, x, y):
 def batch_plan(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
   """``(steps, batch)`` example indices: epoch ``e`` in the order of
   ``default_rng((seed, e))``, its last partial batch dropped."""
-  batch = n if batch_size == 0 else min(batch_size, n)
+  if not 0 <= batch_size <= n:
+    raise ValueError(f'batch_size={batch_size!r} is invalid for {n} examples; allowed: '
+                     f'0 (full batch) to {n}.')
+  batch = n if batch_size == 0 else batch_size
   per_epoch = n // batch
   epochs = -(-steps // per_epoch)
   plan = [np.random.default_rng((seed, e)).permutation(n)[:per_epoch * batch]
@@ -172,6 +177,8 @@ def validate(config):
   for field in ('few', 'many', 'num_test'):
     require(c[field] >= 1, f'capacity.{field}', c[field], '>= 1')
   _check_run('capacity', c)
+  require(c.batch_size <= min(c.few, c.many), 'capacity.batch_size', c.batch_size,
+          f'0 (full batch) to capacity.few={c.few}')
 
   s = config.selection
   require(isinstance(s.degree, int) and 0 <= s.degree <= MAX_DEGREE, 'selection.degree',
@@ -192,6 +199,9 @@ def validate(config):
   require(2 <= s.num_folds <= s.num_train, 'selection.num_folds', s.num_folds,
           f'[2, selection.num_train={s.num_train}]')
   _check_run('selection', s)
+  smallest = min(s.num_train - held, s.num_train - -(-s.num_train // s.num_folds))
+  require(s.batch_size <= smallest, 'selection.batch_size', s.batch_size,
+          f'0 (full batch) to {smallest} (the smallest training part of a split)')
 
   w = config.weight_decay
   for field in ('input_dim', 'num_train', 'num_test'):
@@ -200,28 +210,29 @@ def validate(config):
   require(w.init_std >= 0, 'weight_decay.init_std', w.init_std, '>= 0')
   _check_decays('weight_decay.weight_decays', w.weight_decays)
   _check_run('weight_decay', w)
+  require(w.batch_size <= w.num_train, 'weight_decay.batch_size', w.batch_size,
+          f'0 (full batch) to weight_decay.num_train={w.num_train}')
+  for field, values in (('capacity.degrees', c.degrees), ('selection.weight_decays',
+                                                          s.weight_decays)):
+    require(len(set(values)) == len(values), field, values, 'distinct values')
 
 
 # --- Part 1: capacity and sample size -------------------------------------------
 
 
-def run_capacity(config):
+def capacity_part(config, size_name, degree) -> dict:
+  """Every seed's loss curves for one degree and one sample size."""
   c = config.capacity
-  out = {}
-  for size_name in ('few', 'many'):
-    n = c[size_name]
-    for degree in c.degrees:
-      runs = []
-      for seed in range(config.seeds):
-        (x, y), test = polynomial_data(degree, n, c.num_test, config.noise, seed)
-        _, curves = fit(x, y, {'test': test}, [0.0], steps=c.steps,
-                        batch_size=c.batch_size, learning_rate=c.learning_rate,
-                        num_points=c.num_points, seed=seed)
-        runs.append(dict(seed=seed, train=curves['train'][0].tolist(),
-                         test=curves['test'][0].tolist()))
-      out[f'{size_name}/{degree}'] = dict(size=size_name, num_train=n, degree=degree,
-                                          runs=runs)
-  return out
+  n = c[size_name]
+  runs = []
+  for seed in range(config.seeds):
+    (x, y), test = polynomial_data(degree, n, c.num_test, config.noise, seed)
+    _, curves = fit(x, y, {'test': test}, [0.0], steps=c.steps,
+                    batch_size=c.batch_size, learning_rate=c.learning_rate,
+                    num_points=c.num_points, seed=seed)
+    runs.append(dict(seed=seed, train=curves['train'][0].tolist(),
+                     test=curves['test'][0].tolist()))
+  return dict(size=size_name, num_train=n, degree=degree, runs=runs)
 
 
 def _final(runs, key):
@@ -310,17 +321,13 @@ def _select(x, y, test, candidates, s, seed):
   )
 
 
-def run_selection(config):
+def selection_part(config, seed) -> dict:
+  """Both searches (:func:`selection_sweeps`) on one seed's data."""
   s = config.selection
-  sweeps = selection_sweeps(s)
   top = max([s.degree] + list(s.degrees))
-  out = {name: dict(candidates=[c.label for c in cands], seeds=[])
-         for name, cands in sweeps.items()}
-  for seed in range(config.seeds):
-    (x, y), test = polynomial_data(top, s.num_train, s.num_test, config.noise, seed)
-    for name, cands in sweeps.items():
-      out[name]['seeds'].append(_select(x, y, test, cands, s, seed))
-  return out
+  (x, y), test = polynomial_data(top, s.num_train, s.num_test, config.noise, seed)
+  return {name: _select(x, y, test, cands, s, seed)
+          for name, cands in selection_sweeps(s).items()}
 
 
 def _plot_selection(selection, s):
@@ -353,18 +360,15 @@ def _plot_selection(selection, s):
 # --- Part 3: weight decay in high dimension ------------------------------------------
 
 
-def run_weight_decay(config):
+def weight_decay_part(config, seed) -> dict:
+  """Every weight decay at once on one seed's data."""
   w = config.weight_decay
-  decays = list(w.weight_decays)
-  runs = []
-  for seed in range(config.seeds):
-    (x, y), test = highdim_data(w, seed)
-    params, curves = fit(x, y, {'test': test}, decays, steps=w.steps,
-                         batch_size=w.batch_size, learning_rate=w.learning_rate,
-                         num_points=w.num_points, seed=seed, init_std=w.init_std)
-    runs.append(dict(seed=seed, train=curves['train'].tolist(), test=curves['test'].tolist(),
-                     w_norm=np.linalg.norm(params['w'], axis=-1).tolist()))
-  return dict(weight_decays=decays, runs=runs)
+  (x, y), test = highdim_data(w, seed)
+  params, curves = fit(x, y, {'test': test}, list(w.weight_decays), steps=w.steps,
+                       batch_size=w.batch_size, learning_rate=w.learning_rate,
+                       num_points=w.num_points, seed=seed, init_std=w.init_std)
+  return dict(seed=seed, train=curves['train'].tolist(), test=curves['test'].tolist(),
+              w_norm=np.linalg.norm(params['w'], axis=-1).tolist())
 
 
 def _plot_weight_decay(wd, w):
@@ -452,16 +456,44 @@ def _selection_md(selection, s) -> list[str]:
 # --- The study -------------------------------------------------------------------------
 
 
+def parts(config) -> list:
+  """The study's independent parts: ``(run name, compute() -> JSON-able dict)``.
+
+  Each is a run of :class:`experiments.common.Study`: a rerun into the same
+  workdir skips the finished ones.
+  """
+  out = [(f'capacity-{size}-degree={d}', functools.partial(capacity_part, config, size, d))
+         for size in ('few', 'many') for d in config.capacity.degrees]
+  out += [(f'selection-seed={seed}', functools.partial(selection_part, config, seed))
+          for seed in range(config.seeds)]
+  out += [(f'weight_decay-seed={seed}', functools.partial(weight_decay_part, config, seed))
+          for seed in range(config.seeds)]
+  return out
+
+
+def _run_part(study, name, compute):
+  t0 = time.time()
+  result = study.run(name, lambda folder: compute())
+  logging.info('run %s: done in %.1fs', name, time.time() - t0)
+  return result
+
+
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
+  study = common.Study(workdir, config)
   c, s, w = config.capacity, config.selection, config.weight_decay
+  done = {name: _run_part(study, name, compute) for name, compute in parts(config)}
+  seeds = range(config.seeds)
 
-  capacity = run_capacity(config)
+  capacity = {f'{size}/{d}': done[f'capacity-{size}-degree={d}']
+              for size in ('few', 'many') for d in c.degrees}
   common.save_figure(_plot_capacity(capacity, c), os.path.join(workdir, 'capacity.png'))
-  selection = run_selection(config)
+  selection = {name: dict(candidates=[x.label for x in cands],
+                          seeds=[done[f'selection-seed={seed}'][name] for seed in seeds])
+               for name, cands in selection_sweeps(s).items()}
   common.save_figure(_plot_selection(selection, s), os.path.join(workdir, 'selection.png'))
-  wd = run_weight_decay(config)
+  wd = dict(weight_decays=list(w.weight_decays),
+            runs=[done[f'weight_decay-seed={seed}'] for seed in seeds])
   common.save_figure(_plot_weight_decay(wd, w), os.path.join(workdir, 'weight_decay.png'))
 
   cap_rows = []

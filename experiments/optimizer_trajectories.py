@@ -4,15 +4,20 @@ Part 1 runs the textbook's f(x) = 0.1 x1^2 + 2 x2^2 from (-5, -2) for 20 steps
 with each rule of the textbook, once with our optimizers (float64) and once
 with the textbook's update written out in NumPy, and reports the largest
 difference along the trajectory. Part 2 runs every optimizer of the library
-on the Rosenbrock function. Outputs: ``textbook.png``, ``rosenbrock.png``,
+on the Rosenbrock function. Part 1 and each optimizer of part 2 are runs of
+the study (``runs/textbook``, ``runs/rosenbrock-NAME``): a rerun into the
+same workdir skips the finished ones. Outputs: ``textbook.png``, ``rosenbrock.png``,
 ``results.md`` and ``results.json``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from typing import Callable, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -217,8 +222,12 @@ def validate(config):
     common.require(len(start) == 2, field, start, 'two numbers (x1, x2)')
   names = config.rosenbrock.optimizers
   if names != 'all':
-    common.require_choices('rosenbrock.optimizers', common.split_names(names),
-                           known_optimizers())
+    listed = common.split_names(names)
+    common.require(len(listed) >= 1, 'rosenbrock.optimizers', names,
+                   "'all' or a comma-separated subset of " + ', '.join(known_optimizers()))
+    common.require_choices('rosenbrock.optimizers', listed, known_optimizers())
+    common.require(len(set(listed)) == len(listed), 'rosenbrock.optimizers', names,
+                   'distinct names')
 
 
 def _scan_points(opt, fn, x0, steps, needs_value):
@@ -291,45 +300,60 @@ def run_textbook(config):
   return rows
 
 
-def run_rosenbrock(config):
-  names = known_optimizers()
-  if config.rosenbrock.optimizers != 'all':
-    names = common.split_names(config.rosenbrock.optimizers)
-  rows = []
+def rosenbrock_names(config) -> list[str]:
+  if config.rosenbrock.optimizers == 'all':
+    return known_optimizers()
+  return common.split_names(config.rosenbrock.optimizers)
+
+
+def rosenbrock_part(config, name) -> dict:
+  """``name`` on Rosenbrock at its best rate of ``rosenbrock.learning_rates``."""
   x0 = jnp.asarray(config.rosenbrock.start, jnp.float32)
   lrs = list(config.rosenbrock.learning_rates)
-  for name in names:
-    call_name, kwargs = ROSENBROCK_SETTINGS[name]
-    factory = getattr(optim, call_name)
-    needs_value = call_name in NEEDS_VALUE
-    if call_name in NO_LEARNING_RATE:
-      xs, lr = trajectory(factory(**kwargs), rosenbrock, x0, config.rosenbrock.steps,
-                          needs_value), None
-    else:
-      runs = sweep(lambda lr, f=factory, kw=kwargs: f(learning_rate=lr, **kw), rosenbrock,
-                   x0, config.rosenbrock.steps, lrs, needs_value)
-      finals = np.array([rosenbrock(r[-1]) for r in runs], np.float64)
-      finals[~np.isfinite(finals)] = np.inf
-      best = int(np.argmin(finals))
-      xs, lr = runs[best], lrs[best]
-    final = xs[-1]
-    shown = dict(kwargs, learning_rate=lr) if lr is not None else kwargs
-    rows.append(dict(
-        label=name, learning_rate=lr,
-        call=f'{call_name}({", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())})',
-        final_point=final.tolist(),
-        final_loss=float(rosenbrock(final)),
-        distance_to_optimum=float(np.linalg.norm(final - 1.0)),
-        trajectory=xs.tolist(),
-    ))
-  return rows
+  call_name, kwargs = ROSENBROCK_SETTINGS[name]
+  factory = getattr(optim, call_name)
+  needs_value = call_name in NEEDS_VALUE
+  if call_name in NO_LEARNING_RATE:
+    xs, lr = trajectory(factory(**kwargs), rosenbrock, x0, config.rosenbrock.steps,
+                        needs_value), None
+  else:
+    runs = sweep(lambda lr, f=factory, kw=kwargs: f(learning_rate=lr, **kw), rosenbrock,
+                 x0, config.rosenbrock.steps, lrs, needs_value)
+    finals = np.array([rosenbrock(r[-1]) for r in runs], np.float64)
+    finals[~np.isfinite(finals)] = np.inf
+    best = int(np.argmin(finals))
+    xs, lr = runs[best], lrs[best]
+  final = xs[-1]
+  shown = dict(kwargs, learning_rate=lr) if lr is not None else kwargs
+  return dict(
+      label=name, learning_rate=lr,
+      call=f'{call_name}({", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())})',
+      final_point=final.tolist(),
+      final_loss=float(rosenbrock(final)),
+      distance_to_optimum=float(np.linalg.norm(final - 1.0)),
+      trajectory=xs.tolist(),
+  )
+
+
+def parts(config) -> list:
+  """The study's independent parts: ``(run name, compute() -> JSON-able dict)``;
+  each is a run of :class:`experiments.common.Study` (a rerun skips the
+  finished ones)."""
+  return [('textbook', lambda: dict(rows=run_textbook(config)))] + [
+      (f'rosenbrock-{name}', functools.partial(rosenbrock_part, config, name))
+      for name in rosenbrock_names(config)]
 
 
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
-  textbook = run_textbook(config)
-  rosen = run_rosenbrock(config)
+  study = common.Study(workdir, config)
+  done = {}
+  for name, compute in parts(config):
+    t0 = time.time()
+    done[name] = study.run(name, lambda folder, compute=compute: compute())
+    logging.info('run %s: done in %.1fs', name, time.time() - t0)
+  textbook = done['textbook']['rows']
+  rosen = [done[f'rosenbrock-{name}'] for name in rosenbrock_names(config)]
 
   fig = _plot_grid([(r['label'], np.array(r['trajectory'])) for r in textbook],
                    textbook_quadratic, (-5.5, 1.5), (-3.0, 3.0), 15, (0, 0),

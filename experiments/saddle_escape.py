@@ -26,6 +26,7 @@ Outputs: ``config.json``, ``results.json``, ``results.md`` and the figures
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Callable, NamedTuple
@@ -41,6 +42,7 @@ from research import models
 from research import optim
 from research.analysis import hessian
 from research.optim import saddle
+from research.train import metric_writers
 
 
 # --- Test functions. ----------------------------------------------------------
@@ -150,42 +152,45 @@ def saddle_chain(dim: int, coupling: float = 1.0, tau: float = 0.1) -> TestFunct
 # Names whose update reads value_fn (the loss).
 NEEDS_VALUE = {'saddle_free_newton', 'newton'}
 
+# The standard optimizers: name -> optim.make arguments besides the rate.
+# Adagrad starts its accumulator at 0 (Optax's default 0.1 would make it plain
+# gradient descent with step ``lr / sqrt(0.1)`` near a saddle, where the
+# gradients are tiny); noisy_sgd draws its noise from ``config.seed``.
+MAKE_ARGS = {
+    'gd': {}, 'momentum': {}, 'nesterov': {},
+    'adagrad': dict(initial_accumulator_value=0.0),
+    'rmsprop': {}, 'adam': {}, 'noisy_sgd': {},
+}
+# The saddle-aware methods optim.make does not build: name -> (factory, the
+# config section and fields it takes).
+SADDLE_METHODS = {
+    'perturbed_gd': (saddle.perturbed_gd, 'perturbed', dict(
+        g_thres='g_thres', t_thres='t_thres', radius='radius')),
+    'saddle_free_newton': (saddle.saddle_free_newton, 'curvature',
+                           dict(damping='sfn_damping')),
+    'newton': (saddle.newton, 'curvature', dict(damping='newton_damping')),
+}
+KNOWN_OPTIMIZERS = tuple(MAKE_ARGS) + tuple(SADDLE_METHODS)
+NETWORK_OPTIMIZERS = ('sgd', 'adam')
 
-def make_optimizer(name: str, config, dim: int) -> optim.GradientTransformation:
-  """The optimizer ``name`` with the config's learning rate (library defaults else).
 
-  Adagrad starts its accumulator at 0 (Optax's default 0.1 would make it plain
-  gradient descent with step ``lr / sqrt(0.1)`` near a saddle, where the
-  gradients are tiny). The curvature methods use the full Hessian up to
+def optimizer(name: str, config, dim: int) -> optim.GradientTransformation:
+  """The optimizer ``name`` at ``config.lr[name]`` (library defaults else).
+
+  The curvature methods use the full Hessian up to
   ``curvature.exact_max_dim`` and ``curvature.krylov_order`` Lanczos vectors
   above.
   """
   lr = config.lr[name]
-  c = config.curvature
-  order = None if dim <= c.exact_max_dim else min(c.krylov_order, dim)
-  seed = config.seed
-  factories = {
-      'gd': lambda: optim.sgd(lr),
-      'momentum': lambda: optim.sgd(lr, momentum=0.9),
-      'nesterov': lambda: optim.sgd(lr, momentum=0.9, nesterov=True),
-      'adagrad': lambda: optim.adagrad(lr, initial_accumulator_value=0.0),
-      'rmsprop': lambda: optim.rmsprop(lr),
-      'adam': lambda: optim.adam(lr),
-      'noisy_sgd': lambda: optim.noisy_sgd(lr, key=seed),
-      'perturbed_gd': lambda: saddle.perturbed_gd(
-          lr, g_thres=config.perturbed.g_thres, t_thres=config.perturbed.t_thres,
-          radius=config.perturbed.radius, seed=seed),
-      'saddle_free_newton': lambda: saddle.saddle_free_newton(
-          lr, damping=c.sfn_damping, order=order, seed=seed),
-      'newton': lambda: saddle.newton(
-          lr, damping=c.newton_damping, order=order, seed=seed),
-  }
-  return factories[name]()
-
-
-KNOWN_OPTIMIZERS = ('gd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam',
-                    'noisy_sgd', 'perturbed_gd', 'saddle_free_newton', 'newton')
-NETWORK_OPTIMIZERS = ('sgd', 'adam')
+  if name in MAKE_ARGS:
+    extra = dict(key=config.seed) if name == 'noisy_sgd' else {}
+    return optim.make(name, lr, **MAKE_ARGS[name], **extra)
+  factory, section, fields = SADDLE_METHODS[name]
+  kwargs = {arg: config[section][field] for arg, field in fields.items()}
+  if section == 'curvature':
+    c = config.curvature
+    kwargs['order'] = None if dim <= c.exact_max_dim else min(c.krylov_order, dim)
+  return factory(lr, seed=config.seed, **kwargs)
 
 
 def _rekey(state, index):
@@ -218,8 +223,27 @@ def _init_states(opt, x0s):
   return jax.vmap(lambda x0, i: _rekey(opt.init(x0), i))(x0s, jnp.arange(x0s.shape[0]))
 
 
+# Steps per compiled call: between calls the host logs progress (a line every
+# 30 s without a terminal). The loop body is one compiled program whatever
+# the chunk, so the numbers do not depend on it.
+CHUNK_STEPS = 250
+
+
+def _chunked(advance, carry, steps, label, done=lambda carry: False):
+  """``advance(carry, t_end)`` over chunks of :data:`CHUNK_STEPS` steps up
+  to ``steps``, or until ``done(carry)``."""
+  progress = metric_writers.Progress(steps, 0, True, label, 30.0)
+  t = 0
+  while t < steps and not done(carry):
+    t = min(t + CHUNK_STEPS, steps)
+    carry = advance(carry, jnp.asarray(t, jnp.int32))
+    progress.update(int(carry[0]), {})
+  progress.close()
+  return carry
+
+
 def escape_run(fn, saddle_point, opt, needs_value, x0s, steps, radius,
-               trajectory_steps=0) -> EscapeRun:
+               trajectory_steps=0, label='') -> EscapeRun:
   """Runs ``opt`` from every row of ``x0s`` until all have escaped or ``steps``.
 
   Escape: ``||x - x*|| >= radius`` and ``f(x) < f(x*)``, ``x*`` the saddle.
@@ -233,54 +257,57 @@ def escape_run(fn, saddle_point, opt, needs_value, x0s, steps, radius,
   traj_len = trajectory_steps + 1
 
   @jax.jit
-  def run(x0s):
+  def start(x0s):
     escaped_at = jnp.where(escaped(x0s), 0, -1)
     traj = jnp.zeros((traj_len, x0s.shape[1]), x0s.dtype).at[0].set(x0s[0])
+    return jnp.zeros([], jnp.int32), x0s, _init_states(opt, x0s), escaped_at, traj
 
-    def cond(carry):
-      t, _, _, escaped_at, _ = carry
-      return jnp.logical_and(t < steps, jnp.any(escaped_at < 0))
+  def body(carry):
+    t, xs, states, escaped_at, traj = carry
+    new_xs, states = step(xs, states)
+    active = escaped_at < 0
+    xs = jnp.where(active[:, None], new_xs, xs)
+    t = t + 1
+    escaped_at = jnp.where(active & escaped(xs), t, escaped_at)
+    traj = traj.at[jnp.minimum(t, traj_len - 1)].set(
+        jnp.where(t < traj_len, xs[0], traj[traj_len - 1]))
+    return t, xs, states, escaped_at, traj
 
-    def body(carry):
-      t, xs, states, escaped_at, traj = carry
-      new_xs, states = step(xs, states)
-      active = escaped_at < 0
-      xs = jnp.where(active[:, None], new_xs, xs)
-      t = t + 1
-      escaped_at = jnp.where(active & escaped(xs), t, escaped_at)
-      traj = traj.at[jnp.minimum(t, traj_len - 1)].set(
-          jnp.where(t < traj_len, xs[0], traj[traj_len - 1]))
-      return t, xs, states, escaped_at, traj
+  @jax.jit
+  def advance(carry, t_end):
+    return jax.lax.while_loop(
+        lambda c: jnp.logical_and(c[0] < t_end, jnp.any(c[3] < 0)), body, carry)
 
-    t, xs, _, escaped_at, traj = jax.lax.while_loop(
-        cond, body,
-        (jnp.zeros([], jnp.int32), x0s, _init_states(opt, x0s), escaped_at, traj))
-    # Steps not run (every start escaped early) repeat the last point.
-    idx = jnp.minimum(jnp.arange(traj_len), t)
-    return escaped_at, jnp.all(jnp.isfinite(xs), axis=1), traj[idx]
-
-  escaped_at, finite, traj = run(x0s)
-  return EscapeRun(np.asarray(escaped_at), np.asarray(finite), np.asarray(traj))
+  t, xs, _, escaped_at, traj = _chunked(
+      advance, start(x0s), steps, label, done=lambda c: not np.any(np.asarray(c[3]) < 0))
+  # Steps not run (every start escaped early) repeat the last point.
+  traj = np.asarray(traj)[np.minimum(np.arange(traj_len), int(t))]
+  return EscapeRun(np.asarray(escaped_at), np.asarray(jnp.all(jnp.isfinite(xs), axis=1)),
+                   traj)
 
 
-def chain_run(fn, opt, needs_value, x0s, steps):
+def chain_run(fn, opt, needs_value, x0s, steps, label=''):
   """``(passed_at (starts, d), losses of start 0)``: the first step with |x_i| > 1/2."""
   step = jax.vmap(_step_fn(fn, opt, needs_value))
 
   @jax.jit
-  def run(x0s):
-    def body(carry, t):
-      xs, states, passed = carry
-      xs, states = step(xs, states)
-      passed = jnp.where((passed < 0) & (jnp.abs(xs) > 0.5), t + 1, passed)
-      return (xs, states, passed), fn(xs[0])
-
+  def start(x0s):
+    losses = jnp.zeros(steps + 1, x0s.dtype).at[0].set(fn(x0s[0]))
     passed = jnp.where(jnp.abs(x0s) > 0.5, 0, -1)
-    (_, _, passed), losses = jax.lax.scan(
-        body, (x0s, _init_states(opt, x0s), passed), jnp.arange(steps))
-    return passed, jnp.concatenate([fn(x0s[0])[None], losses])
+    return jnp.zeros([], jnp.int32), x0s, _init_states(opt, x0s), passed, losses
 
-  passed, losses = run(x0s)
+  def body(carry):
+    t, xs, states, passed, losses = carry
+    xs, states = step(xs, states)
+    t = t + 1
+    passed = jnp.where((passed < 0) & (jnp.abs(xs) > 0.5), t, passed)
+    return t, xs, states, passed, losses.at[t].set(fn(xs[0]))
+
+  @jax.jit
+  def advance(carry, t_end):
+    return jax.lax.while_loop(lambda c: c[0] < t_end, body, carry)
+
+  _, _, _, passed, losses = _chunked(advance, start(x0s), steps, label)
   return np.asarray(passed), np.asarray(losses)
 
 
@@ -305,7 +332,7 @@ def summarize(escaped_at: np.ndarray, finite: np.ndarray) -> dict:
   )
 
 
-def _sweep(fn_spec, names, config, distances, key, trajectory_start=None):
+def _sweep(fn_spec, names, config, distances, key, trajectory_start=None, part=''):
   """Every optimizer on one function over ``distances``: summaries by distance."""
   n = config.escape.num_starts
   x0s = random_starts(key, fn_spec.saddle, distances, n)
@@ -315,10 +342,11 @@ def _sweep(fn_spec, names, config, distances, key, trajectory_start=None):
   dim = len(fn_spec.saddle)
   for name in names:
     t0 = time.time()
-    r = escape_run(fn_spec.fn, fn_spec.saddle, make_optimizer(name, config, dim),
+    r = escape_run(fn_spec.fn, fn_spec.saddle, optimizer(name, config, dim),
                    name in NEEDS_VALUE, jnp.asarray(x0s), config.escape.steps,
                    config.escape.radius,
-                   trajectory_steps=config.trajectory.steps if trajectory_start is not None else 0)
+                   trajectory_steps=config.trajectory.steps if trajectory_start is not None else 0,
+                   label=f'{part} {name}')
     offset = 1 if trajectory_start is not None else 0
     esc = r.escaped_at[offset:].reshape(len(distances), n)
     fin = r.finite[offset:].reshape(len(distances), n)
@@ -328,7 +356,7 @@ def _sweep(fn_spec, names, config, distances, key, trajectory_start=None):
         trajectory=r.trajectory.tolist() if trajectory_start is not None else None,
         trajectory_escape_step=int(r.escaped_at[0]) if trajectory_start is not None else None,
     )
-    logging.info('%s on %s: %.1fs', name, fn_spec.formula, time.time() - t0)
+    logging.info('%s: %s done in %.1fs', part, name, time.time() - t0)
   return out
 
 
@@ -343,41 +371,36 @@ def gd_log_slope(rows, distances) -> dict:
   return dict(slope=float(slope), intercept=float(intercept), points=len(pts))
 
 
-def run_functions(config, names, key):
-  results = {}
+def function_part(config, names, fname, key) -> dict:
+  """Every optimizer on the 2-D function ``fname``, with the trajectory start."""
+  spec = FUNCTIONS[fname]
   angle = config.trajectory.angle
-  for fname in common.split_names(config.functions):
-    spec = FUNCTIONS[fname]
-    start = spec.saddle + config.trajectory.distance * np.array([np.cos(angle), np.sin(angle)])
-    key, sub = jax.random.split(key)
-    results[fname] = _sweep(spec, names, config, config.distances, sub, start)
-  return results
+  start = spec.saddle + config.trajectory.distance * np.array([np.cos(angle), np.sin(angle)])
+  return _sweep(spec, names, config, config.distances, key, start, part=f'functions-{fname}')
 
 
-def run_strict(config, names, key):
+def strict_part(config, names, dim, key) -> dict:
   s = config.strict
-  results = {}
-  for dim in s.dims:
-    spec = strict_saddle(int(dim), s.num_negative, s.negative, s.positive)
-    key, sub = jax.random.split(key)
-    results[int(dim)] = _sweep(spec, names, config, config.distances, sub)
-  return results
+  spec = strict_saddle(int(dim), s.num_negative, s.negative, s.positive)
+  return _sweep(spec, names, config, config.distances, key, part=f'strict-d={dim}')
 
 
-def run_chain(config, names, key):
+def chain_part(config, names, key) -> dict:
   c = config.chain
   spec = saddle_chain(c.dim, c.coupling, c.tau)
   x0s = jnp.asarray(random_starts(key, spec.saddle, [c.distance], c.num_starts))
   results = {}
   for name in names:
-    passed, losses = chain_run(spec.fn, make_optimizer(name, config, c.dim),
-                               name in NEEDS_VALUE, x0s, c.steps)
+    t0 = time.time()
+    passed, losses = chain_run(spec.fn, optimizer(name, config, c.dim),
+                               name in NEEDS_VALUE, x0s, c.steps, label=f'chain {name}')
     passed = passed.T  # (saddles, starts)
     results[name] = dict(
         per_saddle=[summarize(p, np.ones_like(p, bool)) for p in passed],
         all_passed=float(np.mean(np.all(passed >= 0, axis=0))),
         loss_curve=losses.tolist(),
     )
+    logging.info('chain: %s done in %.1fs', name, time.time() - t0)
   return results
 
 
@@ -407,15 +430,43 @@ def load_mnist1d() -> dict:
   return mnist1d_data.load_mnist1d()
 
 
-def run_network(config, key, data=None):
+class Network(NamedTuple):
+  """What the network parts share: the data, the model, the losses and the
+  compiled evaluation and Hessian programs (built once per study)."""
+  data: dict  # jnp arrays x_train, y_train, x_test, y_test
+  model: object
+  cross_entropy: Callable
+  evaluate: Callable  # params -> (train loss, test accuracy, |grad| on the Hessian batch)
+  hess_loss: Callable  # params -> loss on the Hessian batch (one object: one compile)
+  full_hessian: Callable
+
+
+def network(config, data) -> Network:
   net = config.network
-  data = load_mnist1d() if data is None else data
-  x_tr, y_tr = jnp.asarray(data['x_train']), jnp.asarray(data['y_train'])
-  x_te, y_te = jnp.asarray(data['x_test']), jnp.asarray(data['y_test'])
-  x_h, y_h = x_tr[:net.hessian_batch], y_tr[:net.hessian_batch]
+  data = {k: jnp.asarray(data[k]) for k in ('x_train', 'y_train', 'x_test', 'y_test')}
+  x_h, y_h = data['x_train'][:net.hessian_batch], data['y_train'][:net.hessian_batch]
   model = models.build_model(mlp_config(net.width))
   cross_entropy = make_cross_entropy(model)
-  hess_loss = lambda p: cross_entropy(p, x_h, y_h)  # noqa: E731  one object: one compile
+  hess_loss = lambda p: cross_entropy(p, x_h, y_h)  # noqa: E731
+
+  @jax.jit
+  def evaluate(params):
+    logits = model.apply({'params': params}, data['x_test'])
+    acc = jnp.mean(jnp.argmax(logits, -1) == data['y_test'])
+    grad = jax.grad(hess_loss)(params)
+    return (cross_entropy(params, data['x_train'], data['y_train']), acc,
+            optim.tree.tree_norm(grad))
+
+  return Network(data, model, cross_entropy, evaluate, hess_loss,
+                 jax.jit(lambda p: hessian.full_hessian(hess_loss, p)))
+
+
+def network_part(config, name, key, shared: Network) -> dict:
+  """The MLP trained with ``name`` (``sgd`` or ``adam`` at ``network.lr_<name>``):
+  at each checkpoint its loss, accuracy and Hessian spectrum (``rows``)."""
+  net = config.network
+  x_tr, y_tr = shared.data['x_train'], shared.data['y_train']
+  cross_entropy, hess_loss = shared.cross_entropy, shared.hess_loss
   n_train = x_tr.shape[0]
   per_epoch = n_train // net.batch_size
   epochs = -(-net.steps // per_epoch)
@@ -423,54 +474,46 @@ def run_network(config, key, data=None):
       np.random.default_rng((config.seed, e)).permutation(n_train)[:per_epoch * net.batch_size]
       for e in range(epochs)]).reshape(-1, net.batch_size)[:net.steps]
   checkpoints = sorted(set(np.linspace(0, net.steps, net.checkpoints + 1).astype(int)))
+  # Every optimizer starts from the same initialization.
   key_init, key_h = jax.random.split(key)
-  params0 = model.init(key_init, x_tr[:1])['params']
-  results = {}
-  for name in common.split_names(net.optimizers):
-    lr = net['lr_' + name]
-    opt = optim.sgd(lr) if name == 'sgd' else optim.adam(lr)
+  params0 = shared.model.init(key_init, x_tr[:1])['params']
+  opt = optim.make(name, net['lr_' + name])
 
-    @jax.jit
-    def train(params, state, batches):
-      def body(carry, idx):
-        params, state = carry
-        loss, g = jax.value_and_grad(cross_entropy)(params, x_tr[idx], y_tr[idx])
-        u, state = opt.update(g, state, params)
-        return (optim.apply_updates(params, u), state), loss
-      return jax.lax.scan(body, (params, state), batches)[0]
+  @jax.jit
+  def train(params, state, batches):
+    def body(carry, idx):
+      params, state = carry
+      loss, g = jax.value_and_grad(cross_entropy)(params, x_tr[idx], y_tr[idx])
+      u, state = opt.update(g, state, params)
+      return (optim.apply_updates(params, u), state), loss
+    return jax.lax.scan(body, (params, state), batches)[0]
 
-    @jax.jit
-    def evaluate(params):
-      acc = jnp.mean(jnp.argmax(model.apply({'params': params}, x_te), -1) == y_te)
-      grad = jax.grad(hess_loss)(params)
-      return cross_entropy(params, x_tr, y_tr), acc, optim.tree.tree_norm(grad)
-
-    params, state, rows = params0, opt.init(params0), []
-    for i, step in enumerate(checkpoints):
-      if i > 0:
-        params, state = train(params, state, jnp.asarray(order[checkpoints[i - 1]:step]))
-      loss, acc, gnorm = evaluate(params)
-      density = hessian.spectral_density(hess_loss, params, net.lanczos_order,
-                                         net.num_draws, jax.random.fold_in(key_h, step))
-      values = np.asarray(density.ritz_values)
-      tol = net.index_tol_rel * max(float(values.max()), 0.0)
-      exact = None
-      if mlp_num_params(net.width) <= net.exact_max_params:
-        lam = np.linalg.eigvalsh(np.asarray(hessian.full_hessian(hess_loss, params), np.float64))
-        exact = dict(index=float(np.mean(lam < -tol)), lambda_min=float(lam[0]),
-                     lambda_max=float(lam[-1]))
-      rows.append(dict(
-          step=int(step), train_loss=float(loss), test_accuracy=float(acc),
-          grad_norm=float(gnorm), lambda_min=float(values.min()),
-          lambda_max=float(values.max()),
-          index=float(hessian.critical_point_index(density, tol)), index_tol=tol,
-          exact=exact,
-          ritz_values=values.tolist(),
-          ritz_weights=np.asarray(density.ritz_weights).tolist(),
-      ))
-      logging.info('%s step %d: loss %.4f index %.4f', name, step, loss, rows[-1]['index'])
-    results[name] = rows
-  return results
+  params, state, rows = params0, opt.init(params0), []
+  for i, step in enumerate(checkpoints):
+    if i > 0:
+      params, state = train(params, state, jnp.asarray(order[checkpoints[i - 1]:step]))
+    loss, acc, gnorm = shared.evaluate(params)
+    density = hessian.spectral_density(hess_loss, params, net.lanczos_order,
+                                       net.num_draws, jax.random.fold_in(key_h, step))
+    values = np.asarray(density.ritz_values)
+    tol = net.index_tol_rel * max(float(values.max()), 0.0)
+    exact = None
+    if mlp_num_params(net.width) <= net.exact_max_params:
+      lam = np.linalg.eigvalsh(np.asarray(shared.full_hessian(params), np.float64))
+      exact = dict(index=float(np.mean(lam < -tol)), lambda_min=float(lam[0]),
+                   lambda_max=float(lam[-1]))
+    rows.append(dict(
+        step=int(step), train_loss=float(loss), test_accuracy=float(acc),
+        grad_norm=float(gnorm), lambda_min=float(values.min()),
+        lambda_max=float(values.max()),
+        index=float(hessian.critical_point_index(density, tol)), index_tol=tol,
+        exact=exact,
+        ritz_values=values.tolist(),
+        ritz_weights=np.asarray(density.ritz_weights).tolist(),
+    ))
+    logging.info('network-%s: step %d/%d, loss %.4f, index %.4f', name, step, net.steps,
+                 loss, rows[-1]['index'])
+  return dict(rows=rows)
 
 
 # --- Config checks. -----------------------------------------------------------
@@ -480,10 +523,13 @@ def validate(config):
   names = common.split_names(config.optimizers)
   req(len(names) > 0, 'optimizers', config.optimizers, 'a non-empty list')
   common.require_choices('optimizers', names, KNOWN_OPTIMIZERS)
+  req(len(set(names)) == len(names), 'optimizers', config.optimizers, 'distinct names')
   for name in names:
     req(name in config.lr and config.lr[name] >= 0, f'lr.{name}',
         config.lr.get(name), 'a learning rate >= 0')
-  common.require_choices('functions', common.split_names(config.functions), FUNCTIONS)
+  fnames = common.split_names(config.functions)
+  common.require_choices('functions', fnames, FUNCTIONS)
+  req(len(set(fnames)) == len(fnames), 'functions', config.functions, 'distinct names')
   e = config.escape
   req(e.num_starts >= 1, 'escape.num_starts', e.num_starts, '>= 1')
   req(e.steps >= 1, 'escape.steps', e.steps, '>= 1')
@@ -494,6 +540,7 @@ def validate(config):
   req(len(s.dims) >= 1, 'strict.dims', s.dims, 'one or more ints >= 2')
   for d in s.dims:
     req(isinstance(d, int) and d >= 2, 'strict.dims', s.dims, 'ints >= 2 (d < 2 has no saddle)')
+  req(len(set(s.dims)) == len(s.dims), 'strict.dims', s.dims, 'distinct dimensions')
   req(isinstance(s.num_negative, int) and 1 <= s.num_negative <= min(s.dims),
       'strict.num_negative', s.num_negative, f'an int k in [1, d] for every d in {tuple(s.dims)}')
   req(s.negative > 0, 'strict.negative', s.negative, '> 0')
@@ -518,8 +565,10 @@ def validate(config):
   req(config.trajectory.steps >= 1, 'trajectory.steps', config.trajectory.steps, '>= 1')
   net = config.network
   if net.enabled:
-    common.require_choices('network.optimizers', common.split_names(net.optimizers),
-                           NETWORK_OPTIMIZERS)
+    net_names = common.split_names(net.optimizers)
+    common.require_choices('network.optimizers', net_names, NETWORK_OPTIMIZERS)
+    req(len(set(net_names)) == len(net_names), 'network.optimizers', net.optimizers,
+        'distinct names')
     req(net.width >= 1, 'network.width', net.width, '>= 1')
     req(net.steps >= 1, 'network.steps', net.steps, '>= 1')
     req(1 <= net.batch_size <= 4000, 'network.batch_size', net.batch_size, 'in [1, 4000]')
@@ -765,15 +814,52 @@ def write_results(workdir, config, names, results):
   common.atomic_write(os.path.join(workdir, 'results.md'), '\n'.join(md))
 
 
+def _sequential_keys(key, n: int) -> list:
+  """``key, sub = split(key)`` n times: the subs (one per function, per d)."""
+  subs = []
+  for _ in range(n):
+    key, sub = jax.random.split(key)
+    subs.append(sub)
+  return subs
+
+
+def parts(config, names, data_fn=load_mnist1d) -> list:
+  """The study's independent parts: ``(run name, compute() -> JSON-able dict)``.
+
+  Each is a run of :class:`experiments.common.Study`: a rerun skips the
+  finished ones. ``data_fn()`` gives MNIST-1D to the network parts.
+  """
+  k_fn, k_strict, k_chain, k_net = jax.random.split(jax.random.key(config.seed), 4)
+  fnames = common.split_names(config.functions)
+  dims = [int(d) for d in config.strict.dims]
+  out = [(f'functions-{f}', functools.partial(function_part, config, names, f, k))
+         for f, k in zip(fnames, _sequential_keys(k_fn, len(fnames)))]
+  out += [(f'strict-d={d}', functools.partial(strict_part, config, names, d, k))
+          for d, k in zip(dims, _sequential_keys(k_strict, len(dims)))]
+  out.append(('chain', functools.partial(chain_part, config, names, k_chain)))
+  if config.network.enabled:
+    shared = functools.cache(lambda: network(config, data_fn()))
+    out += [(f'network-{n}', lambda n=n: network_part(config, n, k_net, shared()))
+            for n in common.split_names(config.network.optimizers)]
+  return out
+
+
+def _run_part(study, name, compute):
+  t0 = time.time()
+  result = study.run(name, lambda folder: compute())
+  logging.info('run %s: done in %.1fs', name, time.time() - t0)
+  return result
+
+
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
+  study = common.Study(workdir, config)
   names = common.split_names(config.optimizers)
-  key = jax.random.key(config.seed)
-  k_fn, k_strict, k_chain, k_net = jax.random.split(key, 4)
-  results = dict(functions=run_functions(config, names, k_fn),
-                 strict=run_strict(config, names, k_strict),
-                 chain=run_chain(config, names, k_chain))
+  done = {name: _run_part(study, name, compute) for name, compute in parts(config, names)}
+  results = dict(
+      functions={f: done[f'functions-{f}'] for f in common.split_names(config.functions)},
+      strict={int(d): done[f'strict-d={int(d)}'] for d in config.strict.dims},
+      chain=done['chain'])
   slopes = {}
   if 'gd' in names:
     lr = config.lr['gd']
@@ -787,7 +873,8 @@ def run(config, workdir):
                                      theory=float(1 / np.log1p(lr * config.strict.negative)))
   results['gd_slopes'] = slopes
   if config.network.enabled:
-    results['network'] = run_network(config, k_net)
+    results['network'] = {n: done[f'network-{n}']['rows']
+                          for n in common.split_names(config.network.optimizers)}
 
   if results['functions']:
     common.save_figure(plot_trajectories(results['functions'], config, names),

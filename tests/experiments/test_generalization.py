@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from configs import generalization as config_lib
+from experiments import common
 from experiments import generalization
 
 
@@ -24,6 +26,10 @@ from experiments import generalization
     ('selection.degrees', (3,)),
     ('weight_decay.input_dim', 0),
     ('weight_decay.weight_decays', ()),
+    ('capacity.batch_size', 11),  # > capacity.few = 10: no silent clamp
+    ('selection.batch_size', 16),  # > 15, the holdout's training part
+    ('weight_decay.batch_size', 21),
+    ('capacity.degrees', (1, 3, 3)),  # two runs of one name
 ])
 def test_bad_config_names_the_field(field, value):
   config = config_lib.get_config('smoke')
@@ -62,9 +68,15 @@ def test_fit_reaches_the_least_squares_solution_and_masks_features():
   assert curves['train'][1, -1] > 1.0
 
 
-def test_smoke_runs_end_to_end(tmp_path):
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('generalization_smoke')
   config = config_lib.get_config('smoke')
-  results = generalization.run(config, str(tmp_path))
+  return config, workdir, generalization.run(config, str(workdir))
+
+
+def test_smoke_runs_end_to_end(smoke):
+  config, tmp_path, results = smoke
   for name in ('config.json', 'results.json', 'results.md', 'capacity.png',
                'selection.png', 'weight_decay.png'):
     assert os.path.getsize(tmp_path / name) > 0, name
@@ -103,3 +115,31 @@ def test_smoke_runs_end_to_end(tmp_path):
     assert r['test'][three][-1] < 0.01 * r['test'][none][-1]
     assert r['train'][none][-1] < r['train'][three][-1]  # lambda = 0 interpolates
     assert r['w_norm'][three] < r['w_norm'][none]
+
+
+def test_an_interrupted_study_reruns_only_the_unfinished_part(smoke, tmp_path):
+  # A kill leaves the part it was in 'running' and no results.json; the
+  # rerun skips every complete part and ends with the same results.json.
+  config, done, _ = smoke
+  assert sorted(p.name for p in (done / 'runs').iterdir()) == sorted(
+      name for name, _ in generalization.parts(config))
+  workdir = tmp_path / 'killed'
+  shutil.copytree(done, workdir)
+  (workdir / 'results.json').unlink()
+  unfinished = workdir / 'runs' / 'weight_decay-seed=1'
+  (unfinished / 'result.json').unlink()
+  (unfinished / 'status.json').write_text(json.dumps(dict(status='running')))
+  finished = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').glob('*/result.json')}
+  generalization.run(config_lib.get_config('smoke'), str(workdir))
+  assert {p: p.stat().st_mtime_ns for p in finished} == finished
+  assert json.loads((unfinished / 'status.json').read_text())['status'] == 'complete'
+  assert (json.loads((workdir / 'results.json').read_text())
+          == json.loads((done / 'results.json').read_text()))
+
+
+def test_a_workdir_of_another_config_is_refused(smoke):
+  _, workdir, _ = smoke
+  other = config_lib.get_config('smoke')
+  other.noise = 0.2
+  with pytest.raises(common.StudyConfigError, match='first difference: noise'):
+    generalization.run(other, str(workdir))

@@ -2,17 +2,19 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
 from configs import optimizer_trajectories as cfg_lib
+from experiments import common
 from experiments import optimizer_trajectories as study
 
 
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('trajectories'))
-  return workdir, study.run(cfg_lib.get_config('smoke'), workdir)
+  workdir = tmp_path_factory.mktemp('trajectories')
+  return workdir, study.run(cfg_lib.get_config('smoke'), str(workdir))
 
 
 def test_textbook_runs_are_reproduced_exactly(smoke):
@@ -49,6 +51,8 @@ def test_outputs_and_rosenbrock(smoke):
     ('rosenbrock.steps', 0, 'rosenbrock.steps'),
     ('textbook.steps', 0, 'textbook.steps'),
     ('rosenbrock.learning_rates', (0.1, -1.0), 'rosenbrock.learning_rates'),
+    ('rosenbrock.optimizers', 'sgd,adam,sgd', 'distinct names'),
+    ('rosenbrock.optimizers', ',', 'rosenbrock.optimizers'),
 ])
 def test_bad_config(field, value, match):
   config = cfg_lib.get_config('smoke')
@@ -56,3 +60,32 @@ def test_bad_config(field, value, match):
   config[group][key] = value
   with pytest.raises(ValueError, match=match):
     study.validate(config)
+
+
+def test_an_interrupted_study_reruns_only_the_unfinished_part(smoke, tmp_path):
+  # A kill leaves the part it was in 'running' and no results.json; the
+  # rerun skips every complete part and ends with the same results.json.
+  done, _ = smoke
+  assert sorted(p.name for p in (done / 'runs').iterdir()) == [
+      'rosenbrock-adam', 'rosenbrock-lbfgs', 'rosenbrock-rmsprop', 'rosenbrock-sgd',
+      'textbook']
+  workdir = tmp_path / 'killed'
+  shutil.copytree(done, workdir)
+  (workdir / 'results.json').unlink()
+  unfinished = workdir / 'runs' / 'rosenbrock-sgd'
+  (unfinished / 'result.json').unlink()
+  (unfinished / 'status.json').write_text(json.dumps(dict(status='running')))
+  finished = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').glob('*/result.json')}
+  study.run(cfg_lib.get_config('smoke'), str(workdir))
+  assert {p: p.stat().st_mtime_ns for p in finished} == finished
+  assert json.loads((unfinished / 'status.json').read_text())['status'] == 'complete'
+  assert (json.loads((workdir / 'results.json').read_text())
+          == json.loads((done / 'results.json').read_text()))
+
+
+def test_a_workdir_of_another_config_is_refused(smoke):
+  workdir, _ = smoke
+  other = cfg_lib.get_config('smoke')
+  other.rosenbrock.steps = 101
+  with pytest.raises(common.StudyConfigError, match=r'first difference: rosenbrock\.steps'):
+    study.run(other, str(workdir))

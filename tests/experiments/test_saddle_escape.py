@@ -2,11 +2,15 @@
 
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 
 from configs import saddle_escape as config_lib
+from experiments import common
 from experiments import saddle_escape
+from research import optim
 
 
 @pytest.mark.parametrize('field, value, match', [
@@ -18,6 +22,8 @@ from experiments import saddle_escape
     ('network.lanczos_order', 10**6, 'config.network.lanczos_order'),
     ('chain.dim', 1, 'config.chain.dim'),
     ('distances', (1e-3, -1.0), 'config.distances'),
+    ('optimizers', 'gd,adam,gd', 'config.optimizers'),  # two runs of one name
+    ('strict.dims', (2, 2), 'config.strict.dims'),
 ])
 def test_bad_config_names_the_field(field, value, match):
   config = config_lib.get_config('smoke')
@@ -37,10 +43,15 @@ def test_bad_function_arguments():
     config_lib.get_config('huge')
 
 
-def test_smoke_runs_end_to_end(tmp_path):
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('saddle_smoke')
   config = config_lib.get_config('smoke')
-  saddle_escape.validate(config)
-  results = saddle_escape.run(config, str(tmp_path))
+  return config, workdir, saddle_escape.run(config, str(workdir))
+
+
+def test_smoke_runs_end_to_end(smoke):
+  _, tmp_path, results = smoke
   for name in ('config.json', 'results.json', 'results.md', 'trajectories.png',
                'escape_vs_distance.png', 'escape_vs_dim.png', 'chain.png',
                'hessian_index.png', 'hessian_density.png'):
@@ -59,3 +70,47 @@ def test_smoke_runs_end_to_end(tmp_path):
   for row in results['network']['sgd']:
     assert row['lambda_min'] <= row['lambda_max']
     assert 0.0 <= row['index'] <= 1.0
+
+
+def test_each_part_is_a_run():
+  config = config_lib.get_config('smoke')
+  names = [name for name, _ in saddle_escape.parts(config, ['gd'])]
+  assert names == ['functions-saddle_5', 'strict-d=2', 'strict-d=10', 'chain',
+                   'network-sgd', 'network-adam']
+
+
+def test_the_standard_optimizers_come_from_optim_make():
+  config = config_lib.get_config('smoke')
+  # Equal transformations for another rate: one program (optim.make).
+  other = config_lib.get_config('smoke')
+  other.lr.adagrad = 0.3
+  assert saddle_escape.optimizer('adagrad', config, 2) == saddle_escape.optimizer(
+      'adagrad', other, 2)
+  state = saddle_escape.optimizer('adagrad', config, 2).init(np.zeros(2, np.float32))
+  assert float(optim.hyperparams_of(state)['initial_accumulator_value']) == 0.0
+
+
+def test_an_interrupted_study_reruns_only_the_unfinished_part(smoke, tmp_path):
+  # A kill leaves the part it was in 'running' and no results.json; the
+  # rerun skips every complete part and ends with the same results.json.
+  config, done, _ = smoke
+  workdir = tmp_path / 'killed'
+  shutil.copytree(done, workdir)
+  (workdir / 'results.json').unlink()
+  unfinished = workdir / 'runs' / 'network-adam'
+  (unfinished / 'result.json').unlink()
+  (unfinished / 'status.json').write_text(json.dumps(dict(status='running')))
+  finished = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').glob('*/result.json')}
+  saddle_escape.run(config_lib.get_config('smoke'), str(workdir))
+  assert {p: p.stat().st_mtime_ns for p in finished} == finished
+  assert json.loads((unfinished / 'status.json').read_text())['status'] == 'complete'
+  assert (json.loads((workdir / 'results.json').read_text())
+          == json.loads((done / 'results.json').read_text()))
+
+
+def test_a_workdir_of_another_config_is_refused(smoke):
+  _, workdir, _ = smoke
+  other = config_lib.get_config('smoke')
+  other.escape.steps = 301
+  with pytest.raises(common.StudyConfigError, match=r'first difference: escape\.steps'):
+    saddle_escape.run(other, str(workdir))
