@@ -18,6 +18,13 @@ Scales:
   paper      the same with 10 seeds and longer training.
   cifar10    TFDS cifar10, 5000 training examples, the 2-D CNN, augmentation
              as an arm; for an accelerator (not run in the tests, but valid).
+
+Each arm's seeds train as one vmapped grid (the early-stopping arm: one run
+per seed, since its hook decides for one run); seeds differ in initialization
+and dropout, while the training subset, the validation split and the batch
+order are drawn once by ``data.seed``. ``config.train`` has no ``l1``/``l2``:
+the penalties are the arms' settings (``l1``, ``l2`` below), which the study
+gives to each arm's Trainer in a train config of its own.
 """
 
 import ml_collections
@@ -46,7 +53,7 @@ def get_config(arg=None):
   c.early_stopping_monitor = 'validation/loss'  # or 'validation/accuracy'
   c.mc_samples = 50           # T: MC-dropout networks averaged
   c.num_steps = 3000
-  c.eval_every = 50
+  c.log_every = 50            # training metrics every this many steps
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam', learning_rate=1e-3, momentum=0.9))
 
@@ -61,22 +68,24 @@ def get_config(arg=None):
   c.model.depth = 2
   c.model.width = 256
 
-  c.train = common.in_memory_train_config(batch_size=c.data.batch_size, log_every=50)
+  c.train = common.study_train_config(eval_every=50, checkpoint_every=1000)
+  del c.train['l1'], c.train['l2']  # per arm: see the docstring
 
   if arg == 'smoke':
     c.num_seeds = 1
     c.arms = 'none,l2,dropout_0.5,max_norm,early_stopping'
     c.num_steps = 60
-    c.eval_every = 20
+    c.log_every = 20
     c.patience = 1
     c.mc_samples = 8
     c.model.width = 32
     c.data.num_train = 240
     c.data.validation_fraction = 0.25
     c.data.batch_size = 30
-    c.train.batch_size = 30
+    c.train.eval_every = 20
     c.train.steps_per_dispatch = 20
-    c.train.log_every = 20
+    c.train.checkpoint_every = 20
+    c.train.tensorboard = False
   elif arg == 'paper':
     c.num_seeds = 10
     c.num_steps = 6000
@@ -85,7 +94,7 @@ def get_config(arg=None):
     c.l2 = 5e-4
     c.max_norm = 3.0
     c.num_steps = 8000
-    c.eval_every = 400
+    c.log_every = 100
     c.optimizer.name = 'momentum'
     c.optimizer.learning_rate = 0.01
     c.data.name = 'tfds:cifar10'
@@ -95,12 +104,11 @@ def get_config(arg=None):
     c.data.augment = False    # the 'augment' arm turns it on
     c.model = models.default_config('cnn')
     c.model.input_shape = (32, 32, 3)
-    c.train.batch_size = 128
+    c.train.eval_every = 400
     c.train.data_on_device = False  # augmentation runs on the host
     c.train.steps_per_dispatch = 1
-    c.train.log_every = 100
   elif arg not in (None, ''):
     raise ValueError(
-        f'regularization: unknown scale {arg!r}; allowed: smoke, paper, cifar10, '
+        f'regularization: unknown scale {arg!r}; allowed: {", ".join(SCALES)}, '
         'or none for the default.')
   return c

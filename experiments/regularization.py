@@ -1,14 +1,24 @@
 """Regularization on a small training set: what each method does to the gap.
 
 Every arm (see configs/regularization.py) trains the same network from the
-same initialization and data for each seed; a seed draws the training
-subset, the validation split, the batch order and the initialization. For
-each run: training, validation and test error curves; at the end the
-training and test error, and on the test set the NLL and the expected
-calibration error (ECE) of the deterministic prediction. For the dropout
-arms also MC dropout (Gal & Ghahramani, 2016): the softmax averaged over T
-networks with dropout kept on, against the deterministic network whose
-weights are scaled (inverted dropout): error, NLL, ECE.
+same initializations on the same data. The training subset, the validation
+split and the batch order are drawn once by ``data.seed``; a seed draws the
+initialization and the dropout masks. For each run: training, validation
+and test error curves; at the end the training and test error, and on the
+test set the NLL and the expected calibration error (ECE) of the
+deterministic prediction. For the dropout arms also MC dropout (Gal &
+Ghahramani, 2016): the softmax averaged over T networks with dropout kept
+on, against the deterministic network whose weights are scaled (inverted
+dropout): error, NLL, ECE.
+
+Runs: each arm's seeds are one grid trained as one vmapped program (their
+states stacked on a replica axis), in ``runs/<arm>``; the early-stopping arm
+is one run per seed (``runs/early_stopping-seed<S>``), since its hook
+decides for one run. The penalties ``l1`` and ``l2`` are compiled into the
+loss, so each penalty arm is a program of its own; ``none``,
+``early_stopping`` and ``augment`` share one (the same model object, an
+equal optimizer, an equal loss). Every run checkpoints in its folder and
+resumes after a kill; a rerun skips the finished ones.
 
 Comparisons between arms are paired by seed (the same data and init): a
 difference is claimed only when its mean exceeds the standard deviation of
@@ -20,12 +30,15 @@ Outputs: ``results.md``, ``results.json``, ``curves.png``, ``errors.png``,
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import NamedTuple
 
-from absl import logging
 import jax
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 
 from configs.regularization import DROPOUT_PREFIX, FIXED_ARMS, OPTIMIZERS
@@ -45,17 +58,13 @@ MONITORS = {'validation/loss': 'min', 'validation/accuracy': 'max'}
 
 
 class Settings(NamedTuple):
-  """What an arm changes; arms with equal ``shape`` share one compiled step."""
+  """What an arm changes."""
   l1: float = 0.0
   l2: float = 0.0
   dropout: float = 0.0
   max_norm: float = 0.0
   early_stopping: bool = False
   augment: bool = False
-
-  @property
-  def shape(self) -> tuple:
-    return (self.l1, self.l2, self.dropout, self.max_norm)
 
 
 def _dropout_rate(arm: str):
@@ -96,6 +105,27 @@ def model_config(config, s: Settings):
   return m
 
 
+def train_config(config, s: Settings) -> ml_collections.ConfigDict:
+  """The arm's Trainer config: ``config.train`` (left untouched) plus the
+  arm's penalties, which the loss compiles in."""
+  return ml_collections.ConfigDict(dict(config.train.to_dict(), l1=s.l1, l2=s.l2))
+
+
+def optimizer(o) -> optim.GradientTransformation:
+  """``config.optimizer`` by name; its numbers live in the optimizer state."""
+  if o.name == 'momentum':
+    return optim.make('sgd', o.learning_rate, momentum=o.momentum)
+  return optim.make(o.name, o.learning_rate)
+
+
+def arm_tx(config, s: Settings, params) -> optim.GradientTransformation:
+  """The optimizer, then (max_norm arm) the projection: one per kernel rank."""
+  tx = optimizer(config.optimizer)
+  constraints = [optim.max_norm(s.max_norm, axis, mask) for mask, axis in
+                 models.max_norm_groups(model_config(config, s), params)]
+  return optim.chain(tx, *constraints) if constraints else tx
+
+
 # --- checks ----------------------------------------------------------------------
 
 
@@ -112,8 +142,13 @@ def validate(config) -> None:
   common.require(len(set(arms)) == len(arms), 'arms', config.arms, 'each arm once')
   common.require(config.num_seeds >= 1, 'num_seeds', config.num_seeds, '>= 1')
   common.require(config.num_steps >= 1, 'num_steps', config.num_steps, '>= 1')
-  common.require(1 <= config.eval_every <= config.num_steps, 'eval_every', config.eval_every,
+  common.require(config.log_every >= 1, 'log_every', config.log_every, '>= 1')
+  common.require(1 <= config.train.eval_every <= config.num_steps, 'train.eval_every',
+                 config.train.eval_every,
                  f'in [1, num_steps={config.num_steps}] (the curves need evaluations)')
+  for field in ('l1', 'l2'):
+    common.require(field not in config.train, f'train.{field}', config.train.get(field),
+                   f'absent: the penalty is an arm setting (config.{field})')
   for field in ('l1', 'l2', 'max_norm'):
     common.require(config[field] > 0, field, config[field], '> 0')
   common.require(config.patience >= 1, 'patience', config.patience, '>= 1')
@@ -143,9 +178,7 @@ def validate(config) -> None:
                    f'leaving training examples out of data.num_train={d.num_train}')
     common.require(d.batch_size <= n_fit, 'data.batch_size', d.batch_size,
                    f'at most the {n_fit} training examples')
-  common.require(config.train.batch_size == d.batch_size, 'train.batch_size',
-                 config.train.batch_size, f'equal to data.batch_size={d.batch_size}')
-  trainer_lib.validate_config(config.train)
+  trainer_lib.validate_config(train_config(config, Settings()))
   for arm in arms:  # unknown model names and bad fields fail here
     models.build_model(model_config(config, arm_settings(config, arm)))
 
@@ -153,63 +186,24 @@ def validate(config) -> None:
 # --- training ----------------------------------------------------------------------
 
 
-def make_optimizer(o) -> optim.GradientTransformation:
-  builders = {
-      'sgd': lambda: optim.sgd(o.learning_rate),
-      'momentum': lambda: optim.sgd(o.learning_rate, momentum=o.momentum),
-      'adam': lambda: optim.adam(o.learning_rate),
-  }
-  return builders[o.name]()
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: an arm's seeds as one grid, or one seed (``grid`` False)."""
+  name: str
+  arm: str
+  seeds: tuple
+  grid: bool
 
 
-class Shape(NamedTuple):
-  model: object
-  model_config: object
-  trainer: trainer_lib.Trainer
-  tx: optim.GradientTransformation
-
-
-class Runner:
-  """One Trainer and optimizer per shape (penalties, dropout, max-norm), so
-  that seeds, early stopping and augmentation reuse the compiled step."""
-
-  def __init__(self, config):
-    self.config = config
-    self._shapes = {}
-
-  def shape(self, s: Settings, params) -> Shape:
-    if s.shape not in self._shapes:
-      c = self.config
-      mcfg = model_config(c, s)
-      tc = c.train.copy_and_resolve_references()
-      tc.num_steps, tc.eval_every, tc.l1, tc.l2 = c.num_steps, c.eval_every, s.l1, s.l2
-      tc.log_every = min(tc.log_every, c.num_steps)
-      tx = make_optimizer(c.optimizer)
-      # The projection comes after the step: one max_norm per kernel rank.
-      constraints = [optim.max_norm(s.max_norm, axis, mask)
-                     for mask, axis in models.max_norm_groups(mcfg, params)]
-      if constraints:
-        tx = optim.chain(tx, *constraints)
-      self._shapes[s.shape] = Shape(models.build_model(mcfg), mcfg, trainer_lib.Trainer(tc), tx)
-    return self._shapes[s.shape]
-
-  def fit(self, s: Settings, ds, seed: int):
-    x, _ = ds.arrays('train')
-    mcfg = model_config(self.config, s)
-    _, variables = models.init_model(mcfg, jax.random.key(seed), input_shape=x.shape[1:])
-    shape = self.shape(s, variables['params'])
-    trainer = shape.trainer
-    stopper = None
-    if s.early_stopping:
-      monitor = self.config.early_stopping_monitor
-      stopper = hooks_lib.EarlyStopping(monitor=monitor, patience=self.config.patience,
-                                        mode=MONITORS[monitor])
-    # The Trainer is reused across runs (one compilation); its hooks are per run.
-    trainer.hooks = [stopper] if stopper else []
-    state = state_lib.TrainState.create(apply_fn=shape.model.apply, variables=variables,
-                                        tx=shape.tx, rng=jax.random.key(seed + 10_000))
-    result = trainer.fit(state, ds.train, eval_sets=eval_sets(ds))
-    return shape, result, stopper
+def runs_of(config) -> list[Run]:
+  seeds = tuple(config.seed + i for i in range(config.num_seeds))
+  out = []
+  for arm in arms_of(config):
+    if arm_settings(config, arm).early_stopping:  # its hook decides for one run
+      out += [Run(f'{arm}-seed{s}', arm, (s,), False) for s in seeds]
+    else:
+      out.append(Run(arm, arm, seeds, True))
+  return out
 
 
 def eval_sets(ds) -> dict:
@@ -239,32 +233,77 @@ def _metrics(probs, y) -> dict:
       ensemble.classification_metrics(probs, y)).items()}
 
 
-def run_one(config, runner: Runner, arm: str, ds, seed: int) -> dict:
-  s = arm_settings(config, arm)
-  shape, result, stopper = runner.fit(s, ds, seed)
-  state = result.state
-  final = {name: shape.trainer.evaluate(state, arrays) for name, arrays in eval_sets(ds).items()}
-  variables = state.variables
-  x, y = ds.arrays('test')
+def _pick(value, i: int) -> float:
+  """Replica ``i`` of a grid's value (a list), or a single run's value."""
+  return float(np.asarray(value, np.float64).reshape(-1)[i])
+
+
+def run_config(name: str, config) -> dict:
+  """The run's ``config.json`` content, as JSON gives it back (lists, not
+  tuples), so that the Trainer's resume check compares like with like."""
+  return json.loads(json.dumps(dict(run=name, study=config.to_dict()), default=str))
+
+
+def train_run(config, run: Run, ds, model, folder: str) -> dict:
+  """Trains ``run`` in ``folder`` (resuming there); per seed, what the
+  summary needs."""
+  s = arm_settings(config, run.arm)
+  x, _ = ds.arrays('train')
+  mcfg = model_config(config, s)
+  # Seed s: init key s, dropout key s + 10000, in every arm (paired by seed).
+  inits = [models.init_model(mcfg, jax.random.key(seed), input_shape=x.shape[1:])[1]
+           for seed in run.seeds]
+  tx = arm_tx(config, s, inits[0]['params'])
+  states = [state_lib.TrainState.create(apply_fn=model.apply, variables=v, tx=tx,
+                                        rng=jax.random.key(seed + 10_000))
+            for seed, v in zip(run.seeds, inits)]
+  grid = run.grid
+  state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if grid else states[0]
+  stopper = None
+  if s.early_stopping:
+    monitor = config.early_stopping_monitor
+    stopper = hooks_lib.EarlyStopping(monitor=monitor, patience=config.patience,
+                                      mode=MONITORS[monitor])
+  trainer = trainer_lib.Trainer(train_config(config, s), folder,
+                                hooks=[stopper] if stopper else [],
+                                run_config=run_config(run.name, config))
+  sets = eval_sets(ds)
+  label = run.name + (f' ({len(run.seeds)} seeds)' if grid else '')
+  fit = trainer.fit(state, ds.train, sets, num_steps=config.num_steps,
+                    log_every=min(config.log_every, config.num_steps), name=label,
+                    prefetch=ds.train.prefetch)
+  final = {name: trainer.evaluate(fit.state, arrays) for name, arrays in sets.items()}
+  n = len(run.seeds)
+  members = [jax.tree.map(lambda a, i=i: np.asarray(a)[i], fit.state.variables)
+             for i in range(n)] if grid else [fit.state.variables]
+  xt, yt = ds.arrays('test')
   bs = config.train.eval_batch_size
-  probs = ensemble.ensemble_predict(shape.model.apply, ensemble.stack_trees([variables]), x,
-                                    batch_size=bs)[0]
-  out = dict(
-      train_error=1 - final['train']['accuracy'], test_error=1 - final['test']['accuracy'],
-      train_loss=final['train']['loss'], test_loss=final['test']['loss'],
-      deterministic=_metrics(probs, y),
-      steps=int(state.step), best_step=stopper.best_step if stopper else None,
-      max_unit_norm=max_unit_norm(config, state.params),
-      curves={name: dict(step=[e['step'] for e in result.evals],
-                         error=[1 - e[name]['accuracy'] for e in result.evals])
-              for name in final},
-      seconds=result.wall_time - result.compile_time)
-  if s.dropout > 0:
-    samples = ensemble.mc_dropout_predict(shape.model.apply, variables, x,
-                                          jax.random.key(seed + 20_000), config.mc_samples,
-                                          batch_size=bs)
-    out['mc_dropout'] = _metrics(samples.mean(axis=0), y)
-  return out
+  probs = ensemble.ensemble_predict(model.apply, ensemble.stack_trees(members), xt,
+                                    batch_size=bs)
+  out = []
+  for i, seed in enumerate(run.seeds):
+    r = dict(
+        seed=seed,
+        train_error=1 - _pick(final['train']['accuracy'], i),
+        test_error=1 - _pick(final['test']['accuracy'], i),
+        train_loss=_pick(final['train']['loss'], i),
+        test_loss=_pick(final['test']['loss'], i),
+        deterministic=_metrics(probs[i], yt),
+        steps=int(_pick(fit.state.step, i)),
+        best_step=stopper.best_step if stopper else None,
+        max_unit_norm=max_unit_norm(config, members[i]['params']),
+        curves={name: dict(step=[e['step'] for e in fit.evals],
+                           error=[1 - _pick(e[name]['accuracy'], i) for e in fit.evals])
+                for name in final},
+        # A grid's time is shared equally among its seeds.
+        seconds=(fit.wall_time - fit.compile_time) / n)
+    if s.dropout > 0:
+      samples = ensemble.mc_dropout_predict(model.apply, members[i], xt,
+                                            jax.random.key(seed + 20_000), config.mc_samples,
+                                            batch_size=bs)
+      r['mc_dropout'] = _metrics(samples.mean(axis=0), yt)
+    out.append(r)
+  return dict(seeds=out)
 
 
 # --- summaries ----------------------------------------------------------------------
@@ -424,7 +463,10 @@ def _markdown(config, summary, lines) -> str:
       f'Data `{d.name}`, {d.num_train} examples of which a fraction {d.validation_fraction:.3g} '
       f'for validation; model `{config.model.name}`; {o.name} (learning rate '
       f'{o.learning_rate:g}), {config.num_steps} steps of batch {d.batch_size}; {settings}. '
-      f'{config.num_seeds} seed(s), mean ± std; errors, gap and ECE in %.', '',
+      f'{config.num_seeds} seed(s), mean ± std; errors, gap and ECE in %. Seeds differ in '
+      'initialization and dropout; the training subset, the validation split and the '
+      f'batch order are the same for every run (drawn by data.seed = {d.seed}). Each '
+      "arm's seeds train as one vmapped grid, the early-stopping arm one run per seed.", '',
       common.markdown_table(['arm', 'train error', 'test error', 'gap (test - train)',
                              'test NLL', 'test ECE', 'steps trained',
                              'max unit norm'], rows), '',
@@ -441,22 +483,22 @@ def _markdown(config, summary, lines) -> str:
 
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
-  runner = Runner(config)
-  arms = arms_of(config)
-  per_arm = {arm: [] for arm in arms}
-  for i in range(config.num_seeds):
-    seed = config.seed + i
-    datasets = {}
-    for arm in arms:
-      augment = arm_settings(config, arm).augment
-      if augment not in datasets:
-        data_cfg = config.data.copy_and_resolve_references()
-        data_cfg.seed = seed
-        data_cfg.augment = data_cfg.augment or augment
-        datasets[augment] = data_lib.get_dataset(data_cfg)
-      logging.info('regularization: seed %d, arm %s', seed, arm)
-      per_arm[arm].append(run_one(config, runner, arm, datasets[augment], seed))
+  study = common.Study(workdir, config)
+  datasets, networks = {}, {}
+  per_arm = {arm: [] for arm in arms_of(config)}
+  for r in runs_of(config):
+    s = arm_settings(config, r.arm)
+    if s.augment not in datasets:  # the augment arm turns augmentation on
+      data_cfg = config.data.copy_and_resolve_references()
+      data_cfg.augment = data_cfg.augment or s.augment
+      datasets[s.augment] = data_lib.get_dataset(data_cfg)
+    # Arms with the same network share one model object, hence one compilation.
+    key = (s.dropout, s.max_norm)
+    if key not in networks:
+      networks[key] = models.build_model(model_config(config, s))
+    out = study.run(r.name, lambda folder, r=r, s=s, key=key: train_run(
+        config, r, datasets[s.augment], networks[key], folder))
+    per_arm[r.arm] += out['seeds']
   summary = summarize(per_arm)
   lines = verdict(config, per_arm, summary)
   _figures(workdir, config, per_arm, summary)
