@@ -1,15 +1,20 @@
 """Learning-rate schedules: every curve on one grid, and a short MNIST-1D race.
 
-Scales: ``smoke`` (seconds: two arms, one seed, a few epochs), default
+Scales: ``smoke`` (seconds: two arms, two seeds, a few epochs), default
 (minutes on a CPU: six arms, three seeds, 60 epochs).
 
 ``schedules`` holds the parameters of the source notes, in epochs and as
 multiples of the initial rate, so the grid (``grid.eta0 = 0.01``, as in the
-notes' Keras examples) and the training race (``train.eta0``) use the same
-shapes.
+notes' Keras examples) and the race (``race.eta0``) use the same shapes.
+
+The race evaluates once per epoch (performance scheduling observes the
+validation loss then), so ``train`` has no ``eval_every``; its run lengths
+come from ``race.epochs`` and ``log_every``, its batch size from ``data``.
 """
 
 import ml_collections
+
+from configs import common
 
 
 SCALES = ('smoke',)  # besides the default (no scale)
@@ -48,25 +53,33 @@ def get_config(arg=None):
       eta0=0.01, epochs=100, steps_per_epoch=100, names='all',
   ))
   # The race on MNIST-1D: the MLP 40-100-100-10 (research.models'
-  # 'mnist1d_mlp'), SGD with momentum, one run per arm and seed.
-  config.train = ml_collections.ConfigDict(dict(
+  # 'mnist1d_mlp'), SGD with momentum; the seeds of an arm train as one
+  # vmapped grid (performance scheduling: one run per seed).
+  config.race = ml_collections.ConfigDict(dict(
       arms='constant,power,exponential,piecewise,performance,cyclic_cosine',
       model='mnist1d_mlp',
       eta0=0.05,
       momentum=0.9,
       epochs=60,
-      batch_size=100,
-      validation_count=1000,  # carved from MNIST-1D's 4000 training examples
-      log_every=10,  # steps between logged learning rates
-      seeds=3,
+      seeds=3,  # initialisations; every seed sees the same batches
   ))
+  # MNIST-1D: the validation set is carved from its 4000 training examples;
+  # ``seed`` draws that split and the order of the batches.
+  config.data = ml_collections.ConfigDict(dict(
+      batch_size=100, validation_count=1000, seed=0))
+  config.log_every = 10  # steps between logged losses and learning rates
+  config.train = common.study_train_config(steps_per_dispatch=10, checkpoint_every=600)
+  del config.train['eval_every']  # once per epoch: set by the study
   if arg == 'smoke':
     config.grid.epochs = 30
     config.grid.steps_per_epoch = 10
     config.schedules.plateau_patience = 1
-    config.train.arms = 'exponential,performance'
-    config.train.epochs = 6
-    config.train.seeds = 1
+    config.race.arms = 'exponential,performance'
+    config.race.epochs = 6
+    config.race.seeds = 2
+    config.train.checkpoint_every = 0  # at the end of each run only
+    config.train.tensorboard = False
   elif arg not in (None, ''):
-    raise ValueError(f'lr_schedules: unknown scale {arg!r}; allowed: smoke or none.')
+    raise ValueError(f'lr_schedules: unknown scale {arg!r}; allowed: '
+                     f'{", ".join(SCALES)}, or none for the default.')
   return config

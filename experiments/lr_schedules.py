@@ -10,22 +10,35 @@ cosine and polynomial decay.
 Part 2 trains the MNIST-1D MLP (40-100-100-10, ``research.models``) with SGD
 and momentum under several schedules, over seeds, with the Trainer, and
 reports the final training and validation loss (``results.md``), the loss
-curves and the learning rate actually applied (``training_curves.png``). The
-rate is read from the ``inject_hyperparams`` state, which the train step
-reports as the metric ``learning_rate``.
+curves and the learning rate applied (``training_curves.png``).
 
-Performance scheduling runs as a Trainer hook: after each evaluation (once per
-epoch) the hook feeds the validation loss to ``reduce_on_plateau`` and writes
-``eta0 * scale`` into the optimizer state with ``set_hyperparams``, so nothing
-is recompiled. (The alternative, ``reduce_on_plateau`` inside the optimizer
-with ``accumulation_size`` = steps per epoch, would need the validation loss
-at every step.)
+Each arm's optimizer is ``optim.make('sgd', ..., schedule=<name>,
+schedule_kwargs=...)``: the rate and the float parameters of the schedule
+live in the optimizer state, and the seeds of an arm train as ONE vmapped
+grid (``state.create_replicas``). Seeds differ in initialisation only: the
+data split and the batch order are fixed by ``data.seed``. Every run has
+its own folder under ``runs/`` (``race_<arm>``, ``race_performance_seed<s>``,
+and ``grid`` for part 1) and resumes after a kill.
+
+Performance scheduling runs as a Trainer hook, one run per seed (a hook
+decides for one run, so it cannot drive a grid): after each evaluation
+(once per epoch) the hook feeds the validation loss to ``reduce_on_plateau``
+and writes ``eta0 * scale`` into the optimizer state, so nothing is
+recompiled, and every seed reuses the first seed's compilation (the same
+model object, equal ``optim.make`` optimizers). (The alternative,
+``reduce_on_plateau`` inside the optimizer with ``accumulation_size`` =
+steps per epoch, would need the validation loss at every step.)
+
+The rate recorded for each logged step is the rate of the update just made:
+for performance scheduling the learning rate in the optimizer state
+(reported by the step), for the other arms the arm's schedule at that
+update's count, the same function the optimizer evaluates inside the step.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -51,55 +64,92 @@ class Horizon(NamedTuple):
     return self.epochs * self.steps_per_epoch
 
 
-def _power(p, h):
-  return optim.power_decay_schedule(h.eta0, p.power_k_epochs * h.steps_per_epoch, p.power_c)
+class Schedule(NamedTuple):
+  """An arm's schedule as ``optim.make`` takes it: ``make('sgd',
+  learning_rate, schedule=name, schedule_kwargs=kwargs)``.
 
+  ``in_state=False`` marks the schedules ``optim.make`` cannot hold: the
+  1cycle schedules (their first argument is the number of steps, not the
+  rate, and ``make`` passes the rate first) and SGDR with a fractional
+  ``t_mult`` (it lays the cycles out when built, and ``make`` would put the
+  float in the state). Their ``kwargs`` are all the schedule's arguments.
+  """
+  learning_rate: float
+  name: Optional[str] = None  # a schedule of research.optim; None: constant
+  kwargs: dict = {}
+  in_state: bool = True
 
-def _exponential(p, h):
-  return optim.exponential_decay(h.eta0, _steps(p.exponential_s_epochs, h), 0.1)
+  def fn(self) -> Callable:
+    if self.name is None:
+      return optim.constant_schedule(self.learning_rate)
+    schedule = getattr(optim, self.name)
+    if not self.in_state:
+      return schedule(**self.kwargs)
+    return schedule(self.learning_rate, **self.kwargs)
 
 
 def _steps(epochs, h):
   return max(1, round(epochs * h.steps_per_epoch))
 
 
+def _power(p, h):
+  return Schedule(h.eta0, 'power_decay_schedule',
+                  dict(k=float(p.power_k_epochs * h.steps_per_epoch), c=float(p.power_c)))
+
+
+def _exponential(p, h):
+  return Schedule(h.eta0, 'exponential_decay',
+                  dict(transition_steps=_steps(p.exponential_s_epochs, h), decay_rate=0.1))
+
+
 def _piecewise(p, h):
-  values = [h.eta0 * s for s in p.piecewise_scales]
-  return optim.piecewise_constant_by_epoch(values, list(p.piecewise_epochs), h.steps_per_epoch)
+  """eta0 * piecewise_scales[i] from epoch piecewise_epochs[i - 1] on, as
+  factors of the previous value (``validate``: no non-zero after a zero)."""
+  s = [float(v) for v in p.piecewise_scales]
+  bounds = {int(e * h.steps_per_epoch): s[i + 1] / s[i] if s[i] else 0.0
+            for i, e in enumerate(p.piecewise_epochs)}
+  return Schedule(h.eta0 * s[0], 'piecewise_constant_schedule',
+                  dict(boundaries_and_scales=bounds))
 
 
 def _cyclic(p, h):
-  return optim.cyclic_cosine_schedule(h.eta0, h.steps, p.cyclic_num_cycles)
+  return Schedule(h.eta0, 'cyclic_cosine_schedule',
+                  dict(total_steps=h.steps, num_cycles=p.cyclic_num_cycles))
 
 
 def _sgdr(p, h):
-  return optim.sgdr_cosine_schedule(h.eta0, p.sgdr_t0_epochs * h.steps_per_epoch,
-                                    p.sgdr_t_mult, total_steps=h.steps)
+  period = p.sgdr_t0_epochs * h.steps_per_epoch
+  if float(p.sgdr_t_mult).is_integer():  # an int is a program constant for make
+    return Schedule(h.eta0, 'sgdr_cosine_schedule',
+                    dict(first_period=period, t_mult=int(p.sgdr_t_mult), total_steps=h.steps))
+  return Schedule(h.eta0, 'sgdr_cosine_schedule',
+                  dict(eta_max=h.eta0, first_period=period, t_mult=float(p.sgdr_t_mult),
+                       total_steps=h.steps), in_state=False)
 
 
-def _onecycle(p, h):
-  return optim.cosine_onecycle_schedule(h.steps, h.eta0 * p.onecycle_peak,
-                                        pct_start=p.onecycle_pct_start)
-
-
-def _linear_onecycle(p, h):
-  return optim.linear_onecycle_schedule(h.steps, h.eta0 * p.onecycle_peak,
-                                        pct_start=p.onecycle_pct_start)
+def _onecycle(name):
+  def build(p, h):
+    peak = h.eta0 * p.onecycle_peak
+    return Schedule(peak, name, dict(transition_steps=h.steps, peak_value=peak,
+                                     pct_start=p.onecycle_pct_start), in_state=False)
+  return build
 
 
 def _warmup_cosine(p, h):
-  return optim.warmup_cosine_decay_schedule(
-      0.0, h.eta0, p.warmup_epochs * h.steps_per_epoch, h.steps)
+  return Schedule(0.0, 'warmup_cosine_decay_schedule',
+                  dict(peak_value=h.eta0, warmup_steps=p.warmup_epochs * h.steps_per_epoch,
+                       decay_steps=h.steps))
 
 
 def _warmup_exponential(p, h):
-  return optim.warmup_exponential_decay_schedule(
-      0.0, h.eta0, p.warmup_epochs * h.steps_per_epoch, _steps(p.exponential_s_epochs, h), 0.1)
+  return Schedule(0.0, 'warmup_exponential_decay_schedule',
+                  dict(peak_value=h.eta0, warmup_steps=p.warmup_epochs * h.steps_per_epoch,
+                       transition_steps=_steps(p.exponential_s_epochs, h), decay_rate=0.1))
 
 
 class Arm(NamedTuple):
   label: str  # the rule, for figures and tables
-  build: Callable  # (config.schedules, Horizon) -> schedule
+  schedule: Callable  # (config.schedules, Horizon) -> Schedule
 
 
 MNIST1D_MODELS = ('mnist1d_mlp', 'mnist1d_cnn')
@@ -107,23 +157,35 @@ MNIST1D_MODELS = ('mnist1d_mlp', 'mnist1d_cnn')
 # Performance scheduling has no closed form: its rate is eta0 until the hook
 # (training) or the scripted curve (grid) lowers it.
 ARMS = {
-    'constant': Arm('constant eta0', lambda p, h: optim.constant_schedule(h.eta0)),
+    'constant': Arm('constant eta0', lambda p, h: Schedule(h.eta0)),
     'power': Arm('power: eta0 / (1 + t/k)^c', _power),
     'exponential': Arm('exponential: eta0 * 0.1^(t/s)', _exponential),
     'piecewise': Arm('piecewise constant by epoch', _piecewise),
-    'performance': Arm('performance (reduce on plateau)',
-                       lambda p, h: optim.constant_schedule(h.eta0)),
-    'onecycle': Arm('1cycle (cosine)', _onecycle),
-    'linear_onecycle': Arm('1cycle (linear)', _linear_onecycle),
+    'performance': Arm('performance (reduce on plateau)', lambda p, h: Schedule(h.eta0)),
+    'onecycle': Arm('1cycle (cosine)', _onecycle('cosine_onecycle_schedule')),
+    'linear_onecycle': Arm('1cycle (linear)', _onecycle('linear_onecycle_schedule')),
     'cyclic_cosine': Arm('cyclic cosine (snapshot ensembles)', _cyclic),
     'sgdr': Arm('SGDR: T_i = T_0 T_mult^i', _sgdr),
     'warmup_cosine': Arm('warmup + cosine decay', _warmup_cosine),
     'warmup_exponential': Arm('warmup + exponential decay', _warmup_exponential),
-    'cosine_decay': Arm('cosine decay',
-                        lambda p, h: optim.cosine_decay_schedule(h.eta0, h.steps)),
-    'polynomial': Arm('polynomial decay, power 2',
-                      lambda p, h: optim.polynomial_schedule(h.eta0, 0.0, 2.0, h.steps)),
+    'cosine_decay': Arm('cosine decay', lambda p, h: Schedule(
+        h.eta0, 'cosine_decay_schedule', dict(decay_steps=h.steps))),
+    'polynomial': Arm('polynomial decay, power 2', lambda p, h: Schedule(
+        h.eta0, 'polynomial_schedule', dict(end_value=0.0, power=2.0,
+                                            transition_steps=h.steps))),
 }
+
+
+def race_tx(race, schedule: Schedule):
+  """SGD with momentum under ``schedule``; the rate, the momentum and the
+  schedule's float parameters live in the optimizer state."""
+  if schedule.in_state:
+    return optim.make('sgd', schedule.learning_rate, momentum=race.momentum,
+                      schedule=schedule.name, schedule_kwargs=schedule.kwargs or None)
+  # Not expressible through optim.make (see Schedule): the schedule is part
+  # of the program, still one per arm, shared by the arm's seeds.
+  return optim.inject_hyperparams(optim.sgd)(learning_rate=schedule.fn(),
+                                             momentum=race.momentum)
 
 
 def _describe(name, p, h) -> str:
@@ -157,7 +219,7 @@ def _names(text: str) -> list[str]:
 
 
 def validate(config):
-  p, g, t = config.schedules, config.grid, config.train
+  p, g, r, d = config.schedules, config.grid, config.race, config.data
   require = common.require
   require(p.power_k_epochs > 0, 'schedules.power_k_epochs', p.power_k_epochs, '> 0')
   require(p.power_c >= 0, 'schedules.power_c', p.power_c, '>= 0')
@@ -169,8 +231,12 @@ def validate(config):
           'strictly increasing epochs >= 0')
   require(len(p.piecewise_scales) == len(epochs) + 1, 'schedules.piecewise_scales',
           p.piecewise_scales, f'{len(epochs) + 1} factors (one more than piecewise_epochs)')
-  require(all(s >= 0 for s in p.piecewise_scales), 'schedules.piecewise_scales',
+  scales = list(p.piecewise_scales)
+  require(all(s >= 0 for s in scales), 'schedules.piecewise_scales',
           p.piecewise_scales, 'factors >= 0')
+  require(all(b == 0 for a, b in zip(scales, scales[1:]) if a == 0),
+          'schedules.piecewise_scales', p.piecewise_scales,
+          'factors >= 0 with only zeros after a zero (each is a multiple of the previous)')
   require(0 < p.plateau_factor < 1, 'schedules.plateau_factor', p.plateau_factor, '(0, 1)')
   require(p.plateau_patience >= 0, 'schedules.plateau_patience', p.plateau_patience, '>= 0')
   require(p.plateau_cooldown >= 0, 'schedules.plateau_cooldown', p.plateau_cooldown, '>= 0')
@@ -188,20 +254,23 @@ def validate(config):
   if g.names != 'all':
     common.require_choices('grid.names', common.split_names(g.names), ARMS)
 
-  arms = common.split_names(t.arms)
-  require(len(arms) >= 1, 'train.arms', t.arms, 'at least one arm')
-  common.require_choices('train.arms', arms, ARMS)
-  common.require_choices('train.model', [t.model], MNIST1D_MODELS)
-  require(t.eta0 > 0, 'train.eta0', t.eta0, '> 0')
-  require(0 <= t.momentum < 1, 'train.momentum', t.momentum, '[0, 1)')
-  _check_horizon('train.epochs', t.epochs, p)
-  require(t.seeds >= 1, 'train.seeds', t.seeds, '>= 1')
-  require(t.log_every >= 1, 'train.log_every', t.log_every, '>= 1')
+  arms = common.split_names(r.arms)
+  require(len(arms) >= 1, 'race.arms', r.arms, 'at least one arm')
+  common.require_choices('race.arms', arms, ARMS)
+  require(len(set(arms)) == len(arms), 'race.arms', r.arms, 'no repeats')
+  common.require_choices('race.model', [r.model], MNIST1D_MODELS)
+  require(r.eta0 > 0, 'race.eta0', r.eta0, '> 0')
+  require(0 <= r.momentum < 1, 'race.momentum', r.momentum, '[0, 1)')
+  _check_horizon('race.epochs', r.epochs, p)
+  require(r.seeds >= 1, 'race.seeds', r.seeds, '>= 1')
+  require(config.log_every >= 1, 'log_every', config.log_every, '>= 1')
   # MNIST-1D has 4000 training examples; both parts need at least a batch.
-  require(1 <= t.validation_count <= 3999, 'train.validation_count',
-          t.validation_count, '[1, 3999] (MNIST-1D has 4000 training examples)')
-  require(1 <= t.batch_size <= 4000 - t.validation_count, 'train.batch_size', t.batch_size,
-          f'[1, {4000 - t.validation_count}] (the training part after the validation set)')
+  require(1 <= d.validation_count <= 3999, 'data.validation_count',
+          d.validation_count, '[1, 3999] (MNIST-1D has 4000 training examples)')
+  require(1 <= d.batch_size <= 4000 - d.validation_count, 'data.batch_size', d.batch_size,
+          f'[1, {4000 - d.validation_count}] (the training part after the validation set)')
+  require(d.seed >= 0, 'data.seed', d.seed, '>= 0')
+  trainer_lib.validate_config(trainer_config(config, 1))
 
 
 def _check_horizon(field, epochs, p):
@@ -258,7 +327,7 @@ def grid_curves(config) -> dict:
       if name == 'performance':
         out[name] = plateau_rates(p, h, validation)
       else:  # schedules take a scalar count
-        f = ARMS[name].build(p, h)
+        f = ARMS[name].schedule(p, h).fn()
         out[name] = jax.vmap(lambda c, f=f: jnp.asarray(f(c), jnp.float32))(counts)
     return out
 
@@ -298,58 +367,126 @@ def performance_hook(p) -> train_hooks.PerformanceScheduling:
       cooldown=p.plateau_cooldown)
 
 
-def _data(config):
-  t = config.train
+class Race(NamedTuple):
+  """What every run of the race shares; built once, so that the runs reuse
+  one model object (and hence the compiled steps)."""
+  loader: data.TrainLoader
+  eval_sets: dict
+  model: object
+  steps_per_epoch: int
+  num_examples: dict
+
+
+def race_setup(config) -> Race:
+  d = config.data
   dcfg = data.default_config()
-  dcfg.update(dict(name='mnist1d', batch_size=t.batch_size,
-                   validation_count=t.validation_count, seed=0))
-  return data.get_dataset(dcfg)
+  dcfg.update(dict(name='mnist1d', batch_size=d.batch_size,
+                   validation_count=d.validation_count, seed=d.seed))
+  ds = data.get_dataset(dcfg)
+  eval_sets = {}
+  for split in ('train', 'validation', 'test'):
+    x, y = ds.arrays(split)
+    eval_sets[split] = dict(x=x, y=y)
+  model = models.build_model(models.default_config(config.race.model))
+  return Race(ds.train, eval_sets, model, ds.train.steps_per_epoch, dict(ds.info.num_examples))
 
 
-def _trainer_config(t, steps, steps_per_epoch):
-  c = trainer_lib.default_config()
-  c.update(dict(
-      num_steps=steps, batch_size=t.batch_size, log_every=t.log_every,
-      steps_per_dispatch=t.log_every, eval_every=steps_per_epoch, seed=0,
-      checkpoints=False, progress=False, tensorboard=False,
-  ))
-  return c
+def _horizon(config, race: Race) -> Horizon:
+  return Horizon(config.race.eta0, config.race.epochs, race.steps_per_epoch)
 
 
-def train_arm(config, name, ds, eval_sets) -> list[dict]:
-  """One arm over every seed; the seed sets the init and the batch order."""
-  p, t = config.schedules, config.train
-  spe = ds.train.steps_per_epoch
-  h = Horizon(t.eta0, t.epochs, spe)
-  # Performance scheduling needs a number in the state, which the hook changes.
-  rate = t.eta0 if name == 'performance' else ARMS[name].build(p, h)
-  tx = optim.inject_hyperparams(optim.sgd)(learning_rate=rate, momentum=t.momentum)
-  mcfg = models.default_config(t.model)
-  model = models.build_model(mcfg)
-  runs = []
-  for seed in range(t.seeds):
-    hooks = [performance_hook(p)] if name == 'performance' else []
-    # One Trainer per run (hooks are fixed at construction); the compiled
-    # steps are shared through jax.jit's cache, as tx and apply_fn are reused.
-    trainer = trainer_lib.Trainer(_trainer_config(t, h.steps, spe), None, hooks=hooks)
-    _, variables = models.init_model(mcfg, jax.random.key(seed))
-    state = state_lib.TrainState.create(apply_fn=model.apply, variables=variables, tx=tx,
-                                        rng=jax.random.key(10_000 + seed))
-    loader = data.TrainLoader(ds.train.source, t.batch_size, indices=ds.train.examples,
-                              seed=seed)
-    fit = trainer.fit(state, loader, eval_sets=eval_sets)
-    runs.append(dict(
-        seed=seed,
-        epochs=[e['step'] / spe for e in fit.evals],
-        train_loss=[e['train']['loss'] for e in fit.evals],
-        validation_loss=[e['validation']['loss'] for e in fit.evals],
-        validation_accuracy=[e['validation']['accuracy'] for e in fit.evals],
-        test_accuracy=fit.evals[-1]['test']['accuracy'],
-        test_loss=fit.evals[-1]['test']['loss'],
-        lr_steps=[r['step'] for r in fit.history],
-        learning_rate=[float(r['learning_rate']) for r in fit.history],
-    ))
-  return runs
+def _states(race: Race, tx, seeds):
+  """One replica per seed; the seed draws the initialisation."""
+  example = race.eval_sets['train']['x'][:1]
+
+  def init(key):
+    return {'params': race.model.init(key, example, train=False)['params']}
+
+  return state_lib.create_replicas(apply_fn=race.model.apply, init_fn=init, tx=tx,
+                                   keys=jnp.stack([jax.random.key(s) for s in seeds]))
+
+
+def trainer_config(config, steps_per_epoch: int):
+  """``config.train`` with one evaluation per epoch (not a user field)."""
+  tc = config.train.copy_and_resolve_references()
+  tc.eval_every = steps_per_epoch
+  return tc
+
+
+def _fit(config, race: Race, state, folder, name, label, hooks=()):
+  trainer = trainer_lib.Trainer(trainer_config(config, race.steps_per_epoch), folder,
+                                hooks=hooks,
+                                run_config=dict(run=name, study=config.to_dict()))
+  steps = _horizon(config, race).steps
+  return trainer.fit(state, race.loader, race.eval_sets, num_steps=steps,
+                     log_every=min(config.log_every, steps), name=label)
+
+
+def _at(value, i: int) -> float:
+  """Replica ``i`` of a metric (a list for a grid, a number for one run)."""
+  v = np.asarray(value)
+  return float(v if v.ndim == 0 else v[i])
+
+
+def _record(fit, i: int, seed: int, spe: int, rates: list) -> dict:
+  ev = fit.evals
+  return dict(
+      seed=seed,
+      epochs=[e['step'] / spe for e in ev],
+      train_loss=[_at(e['train']['loss'], i) for e in ev],
+      validation_loss=[_at(e['validation']['loss'], i) for e in ev],
+      validation_accuracy=[_at(e['validation']['accuracy'], i) for e in ev],
+      test_accuracy=_at(ev[-1]['test']['accuracy'], i),
+      test_loss=_at(ev[-1]['test']['loss'], i),
+      lr_steps=[r['step'] for r in fit.history],
+      learning_rate=rates,
+  )
+
+
+def applied_rates(schedule: Schedule, steps) -> list[float]:
+  """The rate of the update that ended at each step (count = step - 1)."""
+  fn = schedule.fn()
+  counts = jnp.asarray(steps, jnp.int32) - 1
+  return np.asarray(jax.vmap(lambda c: jnp.asarray(fn(c), jnp.float32))(counts)).tolist()
+
+
+def train_arm(config, race: Race, name: str, folder: str) -> dict:
+  """Every seed of a scheduled arm as one vmapped grid."""
+  seeds = list(range(config.race.seeds))
+  schedule = ARMS[name].schedule(config.schedules, _horizon(config, race))
+  state = _states(race, race_tx(config.race, schedule), seeds)
+  fit = _fit(config, race, state, folder, f'race_{name}', f'{name} ({len(seeds)} seeds)')
+  rates = applied_rates(schedule, [r['step'] for r in fit.history])
+  return dict(seeds=[_record(fit, i, s, race.steps_per_epoch, rates)
+                     for i, s in enumerate(seeds)])
+
+
+def train_performance(config, race: Race, seed: int, folder: str) -> dict:
+  """One seed of performance scheduling (the hook decides for one run)."""
+  schedule = ARMS['performance'].schedule(config.schedules, _horizon(config, race))
+  # Replica ``seed`` of the grid of every seed: the same initialisation as
+  # the grid arms' seed, from initialisers of the shapes they compiled.
+  seeds = list(range(config.race.seeds))
+  grid = _states(race, race_tx(config.race, schedule), seeds)
+  state = jax.tree.map(lambda x: x[seeds.index(seed)], grid)
+  fit = _fit(config, race, state, folder, f'race_performance_seed{seed}',
+             f'performance (seed {seed})', hooks=[performance_hook(config.schedules)])
+  rates = [float(r['learning_rate']) for r in fit.history]  # what the hook set
+  return _record(fit, 0, seed, race.steps_per_epoch, rates)
+
+
+def run_race(config, study: common.Study, race: Race) -> dict:
+  out = {}
+  for name in common.split_names(config.race.arms):
+    if name == 'performance':
+      out[name] = [study.run(f'race_performance_seed{s}',
+                             lambda folder, s=s: train_performance(config, race, s, folder))
+                   for s in range(config.race.seeds)]
+    else:
+      out[name] = study.run(f'race_{name}',
+                            lambda folder, name=name: train_arm(config, race, name,
+                                                                folder))['seeds']
+  return out
 
 
 def _mean_std(values):
@@ -393,7 +530,7 @@ def _plot_training(race, spe, title):
   axes[0].set_yscale('log')
   axes[0].set_title('training loss (whole training set)')
   axes[1].set_title('validation loss')
-  axes[2].set_title('learning rate applied (from the optimizer state)')
+  axes[2].set_title('learning rate applied')
   for ax in axes:
     ax.set_xlabel('epoch')
   axes[1].legend(fontsize=7)
@@ -402,31 +539,22 @@ def _plot_training(race, spe, title):
   return fig
 
 
-def run_race(config):
-  ds = _data(config)
-  eval_sets = {}
-  for split in ('train', 'validation', 'test'):
-    x, y = ds.arrays(split)
-    eval_sets[split] = dict(x=x, y=y)
-  race = {name: train_arm(config, name, ds, eval_sets)
-          for name in common.split_names(config.train.arms)}
-  return race, ds.train.steps_per_epoch, ds.info.num_examples
-
-
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
-  p, g, t = config.schedules, config.grid, config.train
+  study = common.Study(workdir, config)
+  p, g, r, d = config.schedules, config.grid, config.race, config.data
 
-  grid = grid_curves(config)
+  grid = study.run('grid', lambda folder: grid_curves(config))
   gh = Horizon(g.eta0, g.epochs, g.steps_per_epoch)
   common.save_figure(_plot_grid(grid, gh), os.path.join(workdir, 'schedules_grid.png'))
 
-  race, spe, sizes = run_race(config)
-  th = Horizon(t.eta0, t.epochs, spe)
+  setup = race_setup(config)
+  race = run_race(config, study, setup)
+  spe, sizes = setup.steps_per_epoch, setup.num_examples
+  th = _horizon(config, setup)
   summary = {name: summarize(runs) for name, runs in race.items()}
-  title = (f'MNIST-1D {t.model}, SGD momentum {t.momentum:g}, eta0={t.eta0:g}, '
-           f'batch {t.batch_size}, {t.epochs} epochs, {t.seeds} seed(s) '
+  title = (f'MNIST-1D {r.model}, SGD momentum {r.momentum:g}, eta0={r.eta0:g}, '
+           f'batch {d.batch_size}, {r.epochs} epochs, {r.seeds} seed(s) '
            '(band: min-max over seeds)')
   common.save_figure(_plot_training(race, spe, title),
                      os.path.join(workdir, 'training_curves.png'))
@@ -446,25 +574,27 @@ def run(config, workdir):
       '',
       f'## Training on MNIST-1D ({sizes["train"]} training, {sizes["validation"]} '
       f'validation, {sizes["test"]} test examples)', '',
-      f'Model `{t.model}` (research.models), SGD with momentum {t.momentum:g}, '
-      f'eta0 = {t.eta0:g}, batch {t.batch_size}, {t.epochs} epochs of {spe} steps '
-      f'({th.steps} steps), {t.seeds} seed(s) (init and batch order; the split is '
-      'fixed). Losses are cross-entropy over the whole split after the last '
+      f'Model `{r.model}` (research.models), SGD with momentum {r.momentum:g}, '
+      f'eta0 = {r.eta0:g}, batch {d.batch_size}, {r.epochs} epochs of {spe} steps '
+      f'({th.steps} steps), {r.seeds} seed(s). Seeds differ in initialisation only: '
+      f'the split and the batch order are the same for every seed and arm '
+      f'(data seed {d.seed}), and the seeds of an arm train as one vmapped grid. '
+      'Losses are cross-entropy over the whole split after the last '
       'epoch; mean ± std over seeds. Performance scheduling: a Trainer hook feeds '
       'the validation loss to `reduce_on_plateau` after each epoch and sets the '
-      'learning rate in the `inject_hyperparams` state with `set_hyperparams` '
-      '(no recompilation). Figure: `training_curves.png`.', '',
+      'learning rate in the optimizer state (no recompilation), one run per seed. '
+      'Figure: `training_curves.png`.', '',
       common.markdown_table(
           ['arm', 'parameters', 'final train loss', 'final validation loss',
            'best validation loss', 'best epoch', 'final validation acc',
            'test acc', 'final lr'],
           [(name, _describe(name, p, th),
-            _pm([r['train_loss'][-1] for r in race[name]]),
-            _pm([r['validation_loss'][-1] for r in race[name]]),
-            _pm([min(r['validation_loss']) for r in race[name]]),
+            _pm([x['train_loss'][-1] for x in race[name]]),
+            _pm([x['validation_loss'][-1] for x in race[name]]),
+            _pm([min(x['validation_loss']) for x in race[name]]),
             f'{summary[name]["best_epoch"][0]:.1f}',
-            _pm([r['validation_accuracy'][-1] for r in race[name]], 3),
-            _pm([r['test_accuracy'] for r in race[name]], 3),
+            _pm([x['validation_accuracy'][-1] for x in race[name]], 3),
+            _pm([x['test_accuracy'] for x in race[name]], 3),
             f'{summary[name]["final_learning_rate"][0]:.3g}')
            for name in race]),
       '',
