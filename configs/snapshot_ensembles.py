@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.seed = 0
   c.num_seeds = 5
   c.arms = ','.join(ARMS)
-  c.budget_steps = 3000           # B: training steps of every arm but the true ensemble
+  c.budget_steps = 1500           # B: training steps of every arm but the true ensemble (24 epochs)
   c.num_snapshots = 5             # M
   c.snapshot_lrs = (0.1, 0.2)     # alpha_0 of the cyclic cosine schedule
   c.singlecycle_lr = 0.2          # alpha_0 of each SingleCycle model's one cycle
@@ -49,7 +49,7 @@ def get_config(arg=None):
   c.model = models.default_config('mnist1d_cnn')
   c.model.batch_norm = True
 
-  c.train = common.study_train_config(steps_per_dispatch=50, checkpoint_every=1000)
+  c.train = common.study_train_config(steps_per_dispatch=50, checkpoint_every=500)
 
   if arg == 'smoke':
     c.num_seeds = 2

@@ -177,7 +177,7 @@ def train_grid(config, grid: Grid, ds, model, folder: str) -> dict:
   def evaluate(members):
     return dict(eval=evaluate_members(model, members, x_test, y_test,
                                       config.train.eval_batch_size),
-                dead_units=dead_units(model, members, x_test, y_test))
+                dead_units=dead_units(model, members, x_test))
 
   index = {(seed, member, lr): i for i, (seed, member, lr) in enumerate(grid.replicas)}
   arms = set(common.split_names(config.arms))
@@ -298,16 +298,13 @@ def verdict(summary: dict, config) -> list[str]:
   return lines
 
 
-def dead_units(model, members: list, x, y, num_examples: int = 500) -> list[float]:
+def dead_units(model, members: list, x, num_examples: int = 500) -> list[float]:
   """Per member: the fraction of hidden units that output 0 on every example
-  of a test batch (dead ReLUs), from the propagation probe."""
-  out = []
-  for variables in members:
-    probe = propagation.propagation_probe(model, variables, x[:num_examples],
-                                          y[:num_examples])
-    dead = np.asarray(probe['dead'], np.float64)
-    out.append(float(np.nanmean(dead[:-1])) if dead.size > 1 else float(np.nanmean(dead)))
-  return out
+  of a test batch (dead ReLUs), averaged over the hidden layers."""
+  dead = propagation.dead_unit_fractions(model.apply, ensemble.stack_trees(members),
+                                         x[:num_examples])
+  hidden = dead[:, :-1] if dead.shape[1] > 1 else dead
+  return [float(np.nanmean(row)) for row in hidden]
 
 
 def diagnose(per_seed: list[dict], config) -> list[str]:

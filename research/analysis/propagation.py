@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
@@ -39,6 +40,7 @@ from research.models import layers as layers_lib
 __all__ = [
     'SATURATION',
     'cross_entropy_loss',
+    'dead_unit_fractions',
     'probe_config',
     'propagation_probe',
 ]
@@ -194,6 +196,26 @@ def propagation_probe(
       'kernel_grad_norm': kernel_norms,
       'loss': np.asarray(loss),
   }
+
+
+@functools.partial(jax.jit, static_argnames='apply_fn')
+def _dead_fractions(stacked_variables, inputs, apply_fn):
+  def one(variables):
+    variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+    _, state = apply_fn(variables, inputs, train=False,
+                        mutable=[layers_lib.ACTIVATIONS_COLLECTION])
+    sown = list(_ordered_leaves(state.get(layers_lib.ACTIVATIONS_COLLECTION, {})))
+    return jnp.stack([_layer_stats(a, None, 0.01)[3] for _, a in sown])
+  return jax.vmap(one)(stacked_variables)
+
+
+def dead_unit_fractions(apply_fn: Callable, stacked_variables: Mapping[str, Any],
+                        inputs: jax.Array) -> np.ndarray:
+  """``dead`` of :func:`propagation_probe` for a stack of M models at once:
+  ``(M, layers)``, the fraction of units of each sown layer that output 0 on
+  every example of ``inputs`` (evaluation mode). One compilation per model
+  and stack shape, where the probe compiles on every call."""
+  return np.asarray(_dead_fractions(dict(stacked_variables), inputs, apply_fn=apply_fn))
 
 
 def probe_config(
