@@ -27,6 +27,7 @@ the papers of the studies).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import numbers
 from typing import Any, Callable, Optional
@@ -53,11 +54,22 @@ _SCHEDULE_PREFIX = 'schedule_'
 
 
 def _aliases() -> dict[str, Callable]:
+  """Optimizers whose first argument is the learning rate: the aliases, the
+  optimizers of ``contrib`` (muon, prodigy, schedule_free_adamw, ...),
+  shampoo and soap."""
+  # By module path: the package binds the names shampoo and soap to the
+  # functions, and contrib imports this package.
+  modules = [importlib.import_module(f'research.optim.{m}')
+             for m in ('contrib', 'shampoo', 'soap')]
   out = {}
-  for name in alias_lib.__all__:
-    fn = getattr(alias_lib, name)
-    if callable(fn) and 'learning_rate' in inspect.signature(fn).parameters:
-      out[name] = fn
+  for module in modules + [alias_lib]:
+    for name in getattr(module, '__all__', None) or dir(module):
+      fn = getattr(module, name)
+      if name.startswith(('scale_by', '_')) or not inspect.isfunction(fn):
+        continue
+      params = list(inspect.signature(fn).parameters)
+      if params[:1] == ['learning_rate']:
+        out[name] = fn
   return out
 
 
@@ -74,6 +86,24 @@ def optimizer_names() -> list[str]:
 def schedule_names() -> list[str]:
   """The schedule names :func:`make` accepts (besides None: constant)."""
   return sorted(_schedules())
+
+
+# Names a ``*_dtype`` argument (mu_dtype, nu_dtype, ...) may take; None
+# keeps the params' dtype.
+DTYPE_NAMES = ('float32', 'bfloat16', 'float16', 'float64')
+
+
+def _check_dtype_args(name: str, kwargs: dict) -> None:
+  for k, v in kwargs.items():
+    if not k.endswith('_dtype') or v is None:
+      continue
+    try:
+      ok = jnp.issubdtype(jnp.dtype(v), jnp.floating)
+    except TypeError:
+      ok = False
+    if not ok:
+      raise ValueError(f'{name}: {k}={v!r} is unknown; allowed: None (the params\' '
+                       f'dtype), {", ".join(repr(d) for d in DTYPE_NAMES)}.')
 
 
 def _is_number(v) -> bool:
@@ -158,8 +188,9 @@ class _Init:
 def make(name: str, learning_rate: float, *, schedule: Optional[str] = None,
          schedule_kwargs: Optional[dict] = None, weight_decay: Optional[float] = None,
          **kwargs: Any) -> base.GradientTransformationExtraArgs:
-  """The optimizer ``name`` (an alias of ``research.optim``, or 'gd',
-  'momentum', 'nesterov') with its float arguments held in the state.
+  """The optimizer ``name`` (an alias of ``research.optim``, an optimizer of
+  ``research.optim.contrib``, shampoo, soap, or 'gd', 'momentum',
+  'nesterov') with its float arguments held in the state.
 
   Args:
     name: see :func:`optimizer_names`.
@@ -171,7 +202,8 @@ def make(name: str, learning_rate: float, *, schedule: Optional[str] = None,
       and dicts (boundaries) are part of the program, floats are state.
     weight_decay: given to aliases that take it (None: the alias's
       default), else coupled L2 before the alias (None or 0: none).
-    **kwargs: the alias's own arguments.
+    **kwargs: the alias's own arguments; the moments' dtypes by name
+      (``mu_dtype='bfloat16'``, ``nu_dtype=...`` where the alias has them).
 
   Returns:
     A transformation whose state is an ``InjectStatefulHyperparamsState``
@@ -203,6 +235,7 @@ def make(name: str, learning_rate: float, *, schedule: Optional[str] = None,
   if unknown:
     raise ValueError(f'{name}: unknown argument(s) {sorted(unknown)}; allowed: '
                      f'{", ".join(p for p in params if p != "learning_rate")}.')
+  _check_dtype_args(name, kwargs)
   if schedule_kwargs and schedule is None:
     raise ValueError(f'schedule_kwargs={schedule_kwargs!r} given without a schedule.')
   args = dict(kwargs, learning_rate=float(learning_rate))
