@@ -22,6 +22,12 @@ SGD (``research.optim.sgd``) on the textbook's squared loss
 (y_hat - y)^2 / 2 plus lambda ||w||^2 / 2 (the bias is not decayed). The
 losses reported are the squared loss without the penalty. All candidates of a
 sweep train at once under ``jax.vmap``.
+
+Each independent part is a run of the study (:func:`parts`): one per sample
+size and degree (``runs/capacity-SIZE-degree=D``, every seed), and one per
+seed for the model selection and the weight decay sweep. A rerun into the
+same workdir skips the finished parts and ends with the same
+``results.json``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,15 @@ Part 2 (network): the MNIST-1D MLP trained with each listed optimizer; at
 checkpoints, the Hessian's extreme eigenvalues, index and spectral density by
 Lanczos on a fixed batch of training examples.
 
+Each independent part is a run of the study (:func:`parts`): one per 2-D
+function (``runs/functions-NAME``), per dimension of the strict saddle
+(``runs/strict-d=D``), the chain (``runs/chain``) and one per network
+optimizer (``runs/network-NAME``). A rerun into the same workdir skips the
+finished parts and recomputes an interrupted one from its start; every part
+is deterministic, so the rerun ends with the same ``results.json``. Progress:
+a log line as each part and each optimizer in it ends, and every 30 s inside
+a long escape loop.
+
 Outputs: ``config.json``, ``results.json``, ``results.md`` and the figures
 ``trajectories.png``, ``escape_vs_distance.png``, ``escape_vs_dim.png``,
 ``chain.png``, ``hessian_index.png``, ``hessian_density.png``.

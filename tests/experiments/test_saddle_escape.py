@@ -97,7 +97,7 @@ def test_an_interrupted_study_reruns_only_the_unfinished_part(smoke, tmp_path):
   workdir = tmp_path / 'killed'
   shutil.copytree(done, workdir)
   (workdir / 'results.json').unlink()
-  unfinished = workdir / 'runs' / 'network-adam'
+  unfinished = workdir / 'runs' / 'strict-d=2'
   (unfinished / 'result.json').unlink()
   (unfinished / 'status.json').write_text(json.dumps(dict(status='running')))
   finished = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').glob('*/result.json')}
