@@ -12,6 +12,7 @@ called once at the end of training.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Optional
 
 import jax
@@ -71,8 +72,8 @@ class EarlyStopping:
       host = trainer.host_state(state)
       self.best_step = int(host.step)
       self._best_vars = dict(params=host.params, batch_stats=host.batch_stats)
-      if trainer.workdir:
-        ckpt_lib.save_params(self._dir(trainer), self._best_vars)
+      if trainer.workdir:  # a new folder per best; see ``committed``
+        ckpt_lib.save_params(self._dir(trainer, self.best_step), self._best_vars)
     else:
       self.wait += 1
       if self.wait >= self.patience:
@@ -86,20 +87,35 @@ class EarlyStopping:
     return host.replace(params=self._best_vars['params'],
                         batch_stats=self._best_vars['batch_stats'])
 
-  def _dir(self, trainer) -> str:
-    return os.path.join(trainer.workdir, 'early_stopping_best')
+  def _dir(self, trainer, step: Optional[int] = None) -> str:
+    root = os.path.join(trainer.workdir, 'early_stopping_best')
+    return root if step is None else os.path.join(root, f'step_{int(step):08d}')
+
+  def committed(self, trainer, kept: list) -> None:
+    """Called after a checkpoint is committed with this hook's state in each
+    kept checkpoint: deletes the best-params folders none of them needs."""
+    root = self._dir(trainer)
+    if not trainer.workdir or not os.path.isdir(root) or jax.process_index() != 0:
+      return
+    needed = {self.best_step} | {d.get('best_step') for d in kept if d}
+    for name in os.listdir(root):
+      if name.startswith('step_') and int(name[5:]) not in needed:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
   def state_dict(self) -> dict:
     best = None if np.isinf(self.best) else self.best
     return dict(best=best, best_step=self.best_step, wait=self.wait)
 
   def load_state_dict(self, trainer, d: dict, target) -> None:
-    if d.get('best') is not None:
-      self.best = d['best']
+    # Every field is set: a fallback to an older checkpoint loads again.
+    self.best = d['best'] if d.get('best') is not None else (
+        np.inf if self.mode == 'min' else -np.inf)
     self.best_step, self.wait = d.get('best_step'), d.get('wait', 0)
+    self._best_vars = None
     if self.best_step is not None and trainer.workdir:
-      self._best_vars = ckpt_lib.load_params(
-          self._dir(trainer), dict(params=target.params, batch_stats=target.batch_stats))
+      self._best_vars = ckpt_lib.load_params(  # CheckpointError if unusable
+          self._dir(trainer, self.best_step),
+          dict(params=target.params, batch_stats=target.batch_stats))
 
 
 def _is_inject_state(node) -> bool:

@@ -12,6 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from research.train.checkpoints import atomic_write_text
+
 
 def _scalars(metrics: dict, prefix: str = '') -> dict:
   """Flattens nested dicts of scalars into ``{'a/b': float}``."""
@@ -43,18 +45,16 @@ class MetricWriter:
 
   def _drop_after(self, step: int) -> None:
     # A resumed run repeats the steps after its checkpoint and logs them
-    # again, identically; keep one copy of each.
-    with open(self.path) as f:
-      lines = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(lines)
-    os.replace(tmp, self.path)
+    # again, identically; keep one copy of each. A line cut short by a kill
+    # is dropped (with a warning) so that the next append starts a new line.
+    rows = [r for r in _parse_lines(self.path) if r.get('step', 0) <= step]
+    atomic_write_text(self.path, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in rows))
 
   def write(self, step: int, metrics: dict, prefix: str = '') -> dict:
     scalars = _scalars(metrics, prefix)
+    line = json.dumps(dict(step=int(step), **scalars), sort_keys=True) + '\n'
     with open(self.path, 'a') as f:
-      f.write(json.dumps(dict(step=int(step), **scalars), sort_keys=True) + '\n')
+      f.write(line)  # one write per row: a kill cuts at most the last line
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, v, int(step))
@@ -101,12 +101,32 @@ class Progress:
       self._bar.close()
 
 
+def _parse_lines(path: str) -> list[dict]:
+  """The rows of a JSON-lines file; a line that does not parse (the last
+  one, cut short by a kill) is dropped with a warning naming it."""
+  rows = []
+  with open(path, errors='replace') as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+        if not isinstance(row, dict):
+          raise ValueError('not an object')
+      except ValueError:
+        from absl import logging
+        logging.warning('%s:%d is not a complete JSON row (a write cut short by a '
+                        'kill?); dropped: %.60r', path, number, line)
+        continue
+      rows.append(row)
+  return rows
+
+
 def read_metrics(workdir: str, prefix: Optional[str] = None) -> list[dict]:
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    rows = [json.loads(l) for l in f if l.strip()]
+  rows = _parse_lines(path)
   if prefix:
     rows = [r for r in rows if any(k.startswith(prefix) for k in r if k != 'step')]
   return rows
@@ -180,11 +200,11 @@ def environment() -> dict:
 
 
 def write_run_config(workdir: str, config: dict) -> None:
-  """``config.json``: the run's config and the environment it ran in (atomic)."""
-  path = os.path.join(workdir, 'config.json')
-  os.makedirs(workdir, exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(dict(config=config, environment=environment()), f, indent=2,
-              sort_keys=True, default=str)
-  os.replace(tmp, path)
+  """``config.json``: the run's config and the environment it ran in (atomic;
+  process 0 only)."""
+  import jax
+  if jax.process_index() != 0:
+    return
+  atomic_write_text(os.path.join(workdir, 'config.json'), json.dumps(
+      dict(config=config, environment=environment()), indent=2, sort_keys=True,
+      default=str))

@@ -36,11 +36,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -49,6 +51,8 @@ from research.train import checkpoints as ckpt_lib
 from research.train import losses
 from research.train import metric_writers
 from research.train import parallel as parallel_lib
+from research.train import precision as precision_lib
+from research.train import profiling
 from research.train import steps as steps_lib
 
 
@@ -84,6 +88,9 @@ def default_config() -> ml_collections.ConfigDict:
       progress=True,            # a bar on a terminal, else a log line every
       progress_seconds=30.0,    # progress_seconds
       tensorboard=True,
+      precision='float32',      # 'float32' | 'bfloat16' | 'float16' (research.train.precision)
+      loss_scaling='auto',      # 'auto' (dynamic under float16) | 'dynamic' | 'none'
+      profile_steps='',         # 'a,b': a jax.profiler trace of steps a..b in <workdir>/profile
   ))
 
 
@@ -109,6 +116,12 @@ def validate_config(c) -> None:
        ', '.join(repr(x) for x in steps_lib.NONFINITE_CHECKS))
   need(c.resume in ('auto', 'force', 'never'), 'resume', "'auto', 'force' or 'never'")
   need(c.get('progress_seconds', 30.0) > 0, 'progress_seconds', '> 0')
+  need(c.get('precision', 'float32') in precision_lib.POLICIES, 'precision',
+       ', '.join(repr(p) for p in precision_lib.POLICIES))
+  need(c.get('loss_scaling', 'auto') in precision_lib.LOSS_SCALINGS, 'loss_scaling',
+       ', '.join(repr(s) for s in precision_lib.LOSS_SCALINGS))
+  precision_lib.uses_loss_scaling(c.get('precision', 'float32'), c.get('loss_scaling', 'auto'))
+  profiling.parse_profile_steps(c.get('profile_steps', ''))
   if 'num_steps' in c:
     need(c.num_steps >= 1, 'num_steps', '>= 1')
   if 'log_every' in c:
@@ -177,12 +190,12 @@ def _check_finite_source(source) -> None:
     _check_finite(arrays, 'the training data')
 
 
-def _check_finite_state(state, step: int) -> None:
-  """A checkpoint is never written from a state with non-finite params."""
+def _check_finite_state(state, step: int, what: str = 'checkpoint') -> None:
+  """A checkpoint or snapshot is never written from non-finite params."""
   if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params)):
     raise NonFiniteError(
-        f'the params are not finite at step {step}; no checkpoint was written '
-        'and the last good one is kept. Use nonfinite_check=\'grads\' to skip '
+        f'the params are not finite at step {step}; no {what} was written '
+        'and the last good checkpoint is kept. Use nonfinite_check=\'grads\' to skip '
         'such steps, lower the learning rate or add gradient clipping.')
 
 
@@ -205,6 +218,85 @@ def check_resume(workdir: str, run_config: Optional[dict], resume: str) -> None:
     raise ValueError(
         f'{workdir} holds a run with a different config (see its config.json); '
         'use a new workdir, or --config.train.resume=force to resume it anyway.')
+
+
+# Trainer fields that change what a resumed run computes.
+IDENTITY_FIELDS = ('l1', 'l2', 'nonfinite_check', 'eval_every', 'precision',
+                   'loss_scaling')
+
+
+def _hyperparams(opt_state) -> dict:
+  """The numeric injected hyperparameters (``inject_hyperparams``, ``optim.make``)."""
+  found = {}
+  is_inject = lambda n: hasattr(n, 'hyperparams') and hasattr(n, 'hyperparams_states')  # noqa: E731
+  for node in jax.tree.leaves(opt_state, is_leaf=is_inject):
+    if is_inject(node):
+      for k, v in node.hyperparams.items():
+        if hasattr(v, 'dtype') or isinstance(v, (int, float)):
+          found.setdefault(k, np.asarray(v, np.float64).tolist())
+  return found
+
+
+def _update_probe(state) -> Optional[list]:
+  """The optimizer's first update of all-ones gradients (one mean per leaf):
+  a fingerprint of numbers baked into the optimizer (``sgd(0.1)``)."""
+  params = state.params
+  if np.ndim(state.step) == 1:
+    params = jax.tree.map(lambda x: x[0], params)
+  try:
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = state.tx.update(grads, state.tx.init(params), params)
+    return [float(np.mean(np.asarray(u, np.float64))) for u in jax.tree.leaves(updates)]
+  except Exception:  # an optimizer that needs extra arguments: no fingerprint
+    return None
+
+
+def run_identity(c, state, data, spec) -> dict:
+  """What a resume must share with the run it continues (stored in every
+  checkpoint's meta): optimizer structure, shapes, injected
+  hyperparameters (their initial values), batch size, data seed, loss."""
+  leaves = jax.tree_util.tree_flatten_with_path(state.params)[0]
+  hyper = _hyperparams(state.opt_state)
+  out = dict(
+      optimizer=re.sub(r' at 0x[0-9a-f]+', '', str(jax.tree.structure(state.opt_state))),
+      shapes={jax.tree_util.keystr(p): f'{jnp.dtype(x.dtype)}{list(np.shape(x))}'
+              for p, x in leaves},
+      hyperparams=hyper,
+      update_probe=None if 'learning_rate' in hyper else _update_probe(state),
+      batch_size=int(data.batch_size), data_seed=getattr(data, 'seed', None),
+      loss=spec.loss if isinstance(spec.loss, str) else getattr(spec.loss, '__qualname__', '?'),
+      **{f: c.get(f) for f in IDENTITY_FIELDS})
+  return json.loads(json.dumps(out))
+
+
+def _close(a, b) -> bool:
+  try:
+    return np.shape(a) == np.shape(b) and bool(np.allclose(a, b, rtol=1e-5, atol=0))
+  except (TypeError, ValueError):
+    return a == b
+
+
+def identity_differences(saved: dict, mine: dict) -> list[str]:
+  """What differs between a checkpoint's run and this one, named."""
+  out = []
+  for key in sorted(set(saved) | set(mine)):
+    a, b = saved.get(key), mine.get(key)
+    if key == 'shapes' and a != b:
+      names = sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
+      out.append(f'param shapes ({names[0]}: {(a or {}).get(names[0])} there, '
+                 f'{(b or {}).get(names[0])} now)')
+    elif key == 'hyperparams':
+      for k in sorted(set(a or {}) | set(b or {})):
+        if not _close((a or {}).get(k), (b or {}).get(k)):
+          out.append(f'{k} ({(a or {}).get(k)} there, {(b or {}).get(k)} now)')
+    elif key == 'update_probe':
+      if a is not None and b is not None and not _close(a, b):
+        out.append('the optimizer\'s first update (another learning rate or setting)')
+    elif key == 'optimizer' and a != b:
+      out.append('the optimizer (its state has another structure)')
+    elif a != b:
+      out.append(f'{key} ({a!r} there, {b!r} now)')
+  return out
 
 
 class Trainer:
@@ -234,7 +326,14 @@ class Trainer:
         loss=config.loss if loss_fn is None else loss_fn,
         l1=0.0 if loss_fn is not None else config.l1,
         l2=0.0 if loss_fn is not None else config.l2,
-        grad_norms=config.log_grad_norms, nonfinite_check=config.nonfinite_check)
+        grad_norms=config.log_grad_norms, nonfinite_check=config.nonfinite_check,
+        precision=config.get('precision', 'float32'),
+        loss_scaling=precision_lib.uses_loss_scaling(
+            config.get('precision', 'float32'), config.get('loss_scaling', 'auto')))
+    self.profile_steps = profiling.parse_profile_steps(config.get('profile_steps', ''))
+    if self.profile_steps and not workdir:
+      raise ValueError(f'config.train.profile_steps={config.profile_steps!r} writes a '
+                       'trace into the run folder; allowed only with a workdir.')
     self.strategy = parallel_lib.make_strategy(config.parallel, self.spec)
 
   def _set_replicas(self, replicas: bool) -> None:
@@ -279,6 +378,7 @@ class Trainer:
       if every:
         events.append((step // every + 1) * every)
     events += [s for s in run.snapshot_steps if s > step]
+    events += profiling.dispatch_ends(self.profile_steps, step)
     return min(events)
 
   def host_state(self, state):
@@ -301,6 +401,10 @@ class Trainer:
     run = _Run(*_run_args(c, num_steps, log_every, snapshot_steps), name=name)
     replicas = np.ndim(state.step) == 1
     self._set_replicas(replicas)
+    # The loss scale is state (restored with the rest); the policy's checks
+    # run before anything is written.
+    state = precision_lib.prepare_state(state, self.spec.loss_scaling)
+    precision_lib.check_state(state, self.spec.precision, self.spec.loss_scaling)
     if replicas and self.hooks:
       raise ValueError(
           'a state with a replica axis cannot be trained with hooks (early '
@@ -310,36 +414,29 @@ class Trainer:
     parallel_lib.check_batch_size(c.parallel, data.batch_size)
     _check_finite_source(data.source)
     start_time = time.perf_counter()
-    checkpoints = None
+    checkpoints = lock = None
     meta = dict(nonfinite_steps=0, nonfinite_in_row=0, snapshot_steps=[])
+    snapshots = []
     if self.workdir:
+      if not os.path.isdir(os.path.join(self.workdir, 'checkpoints')):
+        _preflight_data(data, c.data_on_device)  # fails before anything is written
       os.makedirs(self.workdir, exist_ok=True)
-    if self.workdir and c.checkpoints:
-      check_resume(self.workdir, self.run_config, c.resume)
-    if (self.workdir and self.run_config is not None and jax.process_index() == 0
-        and not os.path.exists(os.path.join(self.workdir, 'config.json'))):
-      metric_writers.write_run_config(self.workdir, self.run_config)
-    if self.workdir and c.checkpoints:
-      checkpoints = ckpt_lib.Checkpoints(
-          os.path.join(self.workdir, 'checkpoints'), c.keep_checkpoints)
-      latest = checkpoints.latest_step() if c.resume != 'never' else None
-      if latest is not None:
-        restored, meta = checkpoints.restore(latest, ckpt_lib.state_tree(state))
-        state = state.replace(**restored)
-        for hook in self.hooks:
-          if hasattr(hook, 'load_state_dict') and hook.name in meta.get('hooks', {}):
-            hook.load_state_dict(self, meta['hooks'][hook.name], state)
-        logging.info('%sresumed from step %d (%s)', f'{name}: ' if name else '',
-                     int(np.max(state.step)), checkpoints.directory)
+      if c.checkpoints:
+        check_resume(self.workdir, self.run_config, c.resume)
+      lock = ckpt_lib.WorkdirLock(self.workdir).acquire()
+      try:
+        state, meta, snapshots, checkpoints = self._open_workdir(state, data, meta, name)
+      except BaseException:
+        lock.release()
+        raise
     step = int(np.max(state.step))  # replicas step together
     writer = None
     history, evals = [], []
     if self.workdir:
-      writer = metric_writers.MetricWriter(self.workdir, c.tensorboard, resume_step=step)
+      if jax.process_index() == 0:  # one writer of metrics and TensorBoard
+        writer = metric_writers.MetricWriter(self.workdir, c.tensorboard, resume_step=step)
       if step:  # what the interrupted run logged, so the result is the whole run's
         history, evals = metric_writers.read_history(self.workdir, until=step)
-    snapshots = [(s, ckpt_lib.load_params(self._snapshot_dir(s)))
-                 for s in meta.get('snapshot_steps', [])]
 
     on_device = None
     if c.data_on_device:
@@ -357,10 +454,12 @@ class Trainer:
     progress = metric_writers.Progress(run.num_steps, step, c.progress, name,
                                        c.get('progress_seconds', 30.0))
     compile_time, last_log = 0.0, (time.perf_counter(), step)
+    profiler = profiling.Profiler(self.profile_steps, self.workdir)
     try:
       while step < run.num_steps and not self.should_stop:
         k = min(c.steps_per_dispatch, self._next_event(step, run) - step)
         logged = np.array([run.logged(t) for t in range(step + 1, step + k + 1)])
+        profiler.before(step)
         t0 = time.perf_counter()
         if on_device is not None:
           idx = np.stack([next(batches) for _ in range(k)])
@@ -379,6 +478,7 @@ class Trainer:
           compile_time = time.perf_counter() - t0
         pending.append((step, k, metrics))
         step += k
+        profiler.after(step, metrics)
 
         if run.logged(step):
           row = self._flush(pending, meta, step, last_log, writer, progress, run)
@@ -399,6 +499,7 @@ class Trainer:
           host = self.host_state(state)
           _check_finite_state(host, step)
           checkpoints.save(step, ckpt_lib.state_tree(host), meta)
+          self._committed(checkpoints)
       if pending:  # stopped by a hook between two logged steps
         history.append(self._flush(pending, meta, step, last_log, writer, progress, run))
       for hook in self.hooks:
@@ -407,38 +508,122 @@ class Trainer:
           if final is not None:
             state = self.strategy.place_state(final)
     finally:
+      profiler.close()
       batches.close()
       progress.close()
       if writer:
         writer.close()
       if checkpoints:
         checkpoints.close()
+      if lock:
+        lock.release()
     return FitResult(
         state=self.host_state(state), history=history, evals=evals,
         snapshots=snapshots, stopped_early=self.should_stop,
         nonfinite_steps=meta['nonfinite_steps'],
         wall_time=time.perf_counter() - start_time, compile_time=compile_time)
 
+  def _open_workdir(self, state, data, meta, name):
+    """Restores the newest usable checkpoint (falling back past unusable
+    ones, which are moved aside, never deleted) after checking that it is a
+    run of this optimizer, shapes and data; writes config.json."""
+    c = self.config
+    prefix = f'{name}: ' if name else ''
+    identity = run_identity(c, state, data, self.spec) if c.checkpoints else None
+    checkpoints, snapshots = None, []
+    if c.checkpoints:
+      checkpoints = ckpt_lib.Checkpoints(
+          os.path.join(self.workdir, 'checkpoints'), c.keep_checkpoints)
+      if jax.process_index() == 0:  # the lock holder clears killed saves
+        for sub in ('checkpoints', 'snapshots', 'early_stopping_best', ''):
+          ckpt_lib.remove_unfinished(os.path.join(self.workdir, sub))
+      steps = checkpoints.all_steps()
+      if steps and c.resume == 'never':
+        raise ValueError(
+            f"config.train.resume='never' but {checkpoints.directory} holds the "
+            f'checkpoints of a run (steps {steps}); allowed: a new workdir, or '
+            "resume='auto' to continue that run.")
+      target = ckpt_lib.state_tree(state)
+
+      def attempt(s):
+        saved = checkpoints.read_meta(s)
+        if c.resume != 'force' and saved.get('trainer'):
+          diffs = identity_differences(saved['trainer'], identity)
+          if diffs:
+            raise ValueError(
+                f'{self.workdir} holds a run that differs from this one: '
+                f'{"; ".join(diffs)}. Use a new workdir, or '
+                "config.train.resume='force' to resume it anyway.")
+        restored, saved = checkpoints.restore(s, target)
+        resumed = state.replace(**restored)
+        snaps = [(t, ckpt_lib.load_params(self._snapshot_dir(t), dict(
+            params=resumed.params, batch_stats=resumed.batch_stats)))
+                 for t in saved.get('snapshot_steps', [])]
+        for hook in self.hooks:
+          if hasattr(hook, 'load_state_dict') and hook.name in saved.get('hooks', {}):
+            hook.load_state_dict(self, saved['hooks'][hook.name], resumed)
+        return resumed, saved, snaps
+
+      found, got = checkpoints.restore_latest(
+          attempt, lambda m: logging.warning('%s%s', prefix, m))
+      if found is not None:
+        state, meta, snapshots = got
+        newer = [s for s in steps if s > found]
+        if newer:
+          moved = checkpoints.move_aside(
+              newer, os.path.join(self.workdir, 'unusable_checkpoints'))
+          logging.warning('%sunusable checkpoints %s moved to %s', prefix, newer,
+                          ', '.join(moved))
+        logging.info('%sresumed from step %d (%s)', prefix, found, checkpoints.directory)
+      meta['trainer'] = identity
+    if self.run_config is not None and (
+        c.resume == 'force' or not os.path.exists(os.path.join(self.workdir, 'config.json'))):
+      metric_writers.write_run_config(self.workdir, self.run_config)
+    return state, meta, snapshots, checkpoints
+
+  def _committed(self, checkpoints) -> None:
+    """After a checkpoint: hooks drop files no kept checkpoint refers to."""
+    users = [h for h in self.hooks if hasattr(h, 'committed')]
+    if not users or jax.process_index() != 0:
+      return
+    metas = []
+    for s in checkpoints.all_steps():
+      try:
+        metas.append(checkpoints.read_meta(s))
+      except ckpt_lib.CheckpointError:
+        metas.append({})
+    for hook in users:
+      hook.committed(self, [m.get('hooks', {}).get(hook.name) for m in metas])
+
   def _flush(self, pending, meta, step, last_log, writer, progress, run) -> dict:
     """Pulls the pending metrics to the host (the only sync in the loop)."""
     host = self.strategy.host([m for _, _, m in pending])
     per_step = []
-    for (_, k, _), m in zip(pending, host):
+    for (start, k, _), m in zip(pending, host):
       if k == 1 and not self.config.data_on_device:
-        per_step.append(m)
+        per_step.append((start + 1, m))
       else:
-        per_step.extend(jax.tree.map(lambda x, i=i: x[i], m) for i in range(k))
-    for m in per_step:
+        per_step.extend((start + i + 1, jax.tree.map(lambda x, i=i: x[i], m))
+                        for i in range(k))
+    for t, m in per_step:
       bad = bool(np.any(m['nonfinite'] > 0))  # any replica
       meta['nonfinite_steps'] += int(bad)
       meta['nonfinite_in_row'] = meta['nonfinite_in_row'] + 1 if bad else 0
+      if bad:
+        which = ('loss or a gradient' if self.config.nonfinite_check == 'grads'
+                 else 'loss')
+        replicas = (f' (replicas {np.flatnonzero(np.asarray(m["nonfinite"]) > 0).tolist()})'
+                    if np.ndim(m['nonfinite']) else '')
+        logging.warning('%sstep %d: non-finite %s%s (nonfinite_check=%r); step skipped, '
+                        '%d in a row', f'{run.name}: ' if run.name else '', t, which,
+                        replicas, self.config.nonfinite_check, meta['nonfinite_in_row'])
       if meta['nonfinite_in_row'] >= self.config.max_nonfinite_in_row:
         raise NonFiniteError(
             f'{meta["nonfinite_in_row"]} steps in a row had a non-finite loss or '
             f'gradient (up to step {step}); they were skipped and training '
             'stopped. The last good checkpoint is kept. Lower the learning rate '
             'or add gradient clipping.')
-    last = per_step[-1]
+    last = per_step[-1][1]
     elapsed = time.perf_counter() - last_log[0]
     row = dict(last)
     if not run.logged(step):
@@ -469,6 +654,7 @@ class Trainer:
 
   def _save_snapshot(self, state, step, meta) -> dict:
     host = self.host_state(state)
+    _check_finite_state(host, step, 'snapshot')
     snap = dict(params=host.params, batch_stats=host.batch_stats)
     if self.workdir:
       ckpt_lib.save_params(self._snapshot_dir(step), snap)
@@ -487,6 +673,20 @@ class _Run:
   def logged(self, t: int) -> bool:
     """Step ``t`` (1-based) computes its diagnostics and is logged."""
     return t % self.log_every == 0 or t == self.num_steps
+
+
+def _preflight_data(data, on_device: bool) -> None:
+  """Reads the first batch, so that a data error ends a new run before its
+  folder is made."""
+  if on_device:
+    return
+  batches = data.batches(0)
+  try:
+    _check_finite(next(iter(batches)), 'the first training batch')
+  finally:
+    close = getattr(batches, 'close', None)
+    if close:
+      close()
 
 
 class _Closing:
