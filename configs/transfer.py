@@ -1,7 +1,7 @@
 """Transfer on MNIST-1D: pretrain on digits 0-4, reuse the lower layers for 5-9.
 
 Scales:
-  smoke      seconds; used by the tests (the MLP, one seed, a few epochs).
+  smoke      seconds; used by the tests (the MLP, two seeds, a few epochs).
   (default)  minutes on a CPU: the MNIST-1D CNN, 50 examples per target
              class, every arm, 3 seeds, 7 alternating timing rounds.
   paper      more seeds (10) and timing rounds (15); the same protocol.
@@ -10,6 +10,12 @@ Arms: ``scratch`` (random init, train everything), ``finetune`` (pretrained
 lower layers, new head, train everything), ``frozen`` (pretrained lower
 layers kept fixed, only the new head trains), ``cached`` (as ``frozen``, but
 the lower layers' outputs are computed once and the head trains on them).
+
+``train`` holds the Trainer fields a user may set; the run lengths come from
+``pretrain.num_steps`` and ``target.epochs``, the log interval from
+``log_every``, the batch sizes from ``pretrain`` and ``target``, and the
+evaluations from ``target.eval_every_epochs`` (pretraining is evaluated at
+its end), so ``train`` has no ``eval_every``.
 """
 
 import ml_collections
@@ -51,10 +57,12 @@ def get_config(arg=None):
   c.feature_batch_size = 1000           # examples per batch when caching features
 
   c.data_name = 'mnist1d'
-  c.train = common.in_memory_train_config(eval_batch_size=500)
+  c.log_every = 100                     # steps between logged training losses
+  c.train = common.study_train_config(eval_batch_size=500, checkpoint_every=1000)
+  del c.train['eval_every']             # target.eval_every_epochs; see above
 
   if arg == 'smoke':
-    c.num_seeds = 1
+    c.num_seeds = 2
     c.model = 'mnist1d_mlp'
     c.pretrain.num_steps = 100
     c.target.examples_per_class = 10
@@ -62,11 +70,14 @@ def get_config(arg=None):
     c.target.epochs = 4
     c.target.eval_every_epochs = 2
     c.timing.rounds = 2
+    c.log_every = 10
     c.train.steps_per_dispatch = 10
+    c.train.checkpoint_every = 50
+    c.train.tensorboard = False
   elif arg == 'paper':
     c.num_seeds = 10
     c.timing.rounds = 15
   elif arg not in (None, ''):
-    raise ValueError(
-        f'transfer: unknown scale {arg!r}; allowed: smoke, paper, or none for the default.')
+    raise ValueError(f'transfer: unknown scale {arg!r}; allowed: {", ".join(SCALES)}, '
+                     'or none for the default.')
   return c

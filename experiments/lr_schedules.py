@@ -37,6 +37,7 @@ update's count, the same function the optimizer evaluates inside the step.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable, NamedTuple, Optional
 
@@ -413,10 +414,15 @@ def trainer_config(config, steps_per_epoch: int):
   return tc
 
 
+def run_config(config, name: str) -> dict:
+  """What a run's config.json holds, as JSON reads it back (tuples as
+  lists), so that the Trainer's check on resume compares like with like."""
+  return json.loads(json.dumps(dict(run=name, study=config.to_dict()), default=str))
+
+
 def _fit(config, race: Race, state, folder, name, label, hooks=()):
   trainer = trainer_lib.Trainer(trainer_config(config, race.steps_per_epoch), folder,
-                                hooks=hooks,
-                                run_config=dict(run=name, study=config.to_dict()))
+                                hooks=hooks, run_config=run_config(config, name))
   steps = _horizon(config, race).steps
   return trainer.fit(state, race.loader, race.eval_sets, num_steps=steps,
                      log_every=min(config.log_every, steps), name=label)

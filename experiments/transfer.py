@@ -26,6 +26,16 @@ the fit's wall time over the epochs, and the report gives medians and the
 median of the per-round ratios frozen / cached. The one-off cost of caching
 the features is reported separately.
 
+The study is a set of runs, each in its own folder under ``runs/`` with
+checkpoints, metrics.jsonl and TensorBoard, resumed after a kill and
+skipped once complete: ``pretrain`` (every seed as one vmapped grid; the
+seeds differ in initialisation, the source batch order is ``config.seed``'s;
+the pretrained params are saved there), ``<arm>_seed<s>`` (one arm on one
+seed's few-shot sample; its final params are saved there) and ``timing``.
+Runs with the same model object and optimizer share their compiled steps
+through JAX's jit cache: scratch and finetune share one program, and the
+seeds and timing rounds compile nothing new.
+
 Outputs: ``results.md``, ``results.json``, ``accuracy.png`` (test accuracy
 per arm and over epochs), ``epoch_time.png`` (per-round times and medians,
 titled with the speed-up of caching).
@@ -33,8 +43,11 @@ titled with the speed-up of caching).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +61,7 @@ from research import data as data_lib
 from research import models
 from research import optim
 from research.data import pipeline
+from research.train import checkpoints as ckpt_lib
 from research.train import state as state_lib
 from research.train import steps as steps_lib
 from research.train import trainer as trainer_lib
@@ -125,7 +139,8 @@ def validate(config) -> None:
                  '>= 1')
   common.require(c.timing.rounds >= 1, 'timing.rounds', c.timing.rounds, '>= 1')
   common.require(c.feature_batch_size >= 1, 'feature_batch_size', c.feature_batch_size, '>= 1')
-  trainer_lib.validate_config(c.train)
+  common.require(c.log_every >= 1, 'log_every', c.log_every, '>= 1')
+  trainer_lib.validate_config(trainer_config(c, 0))
 
 
 # --- data ----------------------------------------------------------------------------
@@ -192,76 +207,163 @@ def model_config(config, num_classes: int):
 
 # --- training ----------------------------------------------------------------------
 
-class Runner:
-  """One Trainer and one optimizer object per arm: seeds and timing rounds
-  reuse the compiled steps."""
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def init_params(model: nn.Module, key, input_shape: tuple):
+  return model.init(key, jnp.zeros((1,) + input_shape, jnp.float32), train=False)['params']
 
-  def __init__(self, config):
-    c = self.config = config
-    self.source_model = models.build_model(model_config(c, len(c.source_classes)))
-    self.target_model = models.build_model(model_config(c, len(c.target_classes)))
-    self.head = Head(len(c.target_classes))
-    example = jnp.zeros((1,) + tuple(models.default_config(c.model).input_shape), jnp.float32)
-    self.init_source = jax.jit(lambda k: {'params': self.source_model.init(
-        k, example, train=False)['params']})
-    self.init_target = jax.jit(lambda k: {'params': self.target_model.init(
-        k, example, train=False)['params']})
-    self.features = jax.jit(
-        lambda params, xs: transfer.compute_features(
-            lambda xb: head_input(self.target_model, {'params': params}, xb), xs,
-            c.feature_batch_size))
-    params = self.init_target(jax.random.key(0))['params']
-    adam = optim.adam(c.target.learning_rate)
-    self.tx = dict(scratch=adam, finetune=adam, cached=adam,
-                   frozen=transfer.freeze_optimizer(adam, params, c.lower_layers))
-    self.pretrain_tx = optim.adam(c.pretrain.learning_rate)
-    self._trainers = {}
 
-  def trainer(self, key: str, num_steps: int, batch_size: int, eval_every: int):
-    if key not in self._trainers:
-      tc = self.config.train.copy_and_resolve_references()
-      tc.num_steps, tc.batch_size, tc.eval_every = num_steps, batch_size, eval_every
-      tc.log_every = num_steps
-      self._trainers[key] = trainer_lib.Trainer(tc)
-    return self._trainers[key]
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def features(model: nn.Module, params, x, batch_size: int):
+  """The head's input for every example of ``x``, in batches (one program
+  per model, batch size and shape: JAX's jit cache)."""
+  return transfer.compute_features(
+      lambda xb: head_input(model, {'params': params}, xb), x, batch_size)
 
-  def pretrain(self, tasks, seed: int):
-    p = self.config.pretrain
-    x, y = tasks['source']['train']
-    xt, yt = tasks['source']['test']
-    state = state_lib.TrainState.create(
-        apply_fn=self.source_model.apply, variables=self.init_source(jax.random.key(seed)),
-        tx=self.pretrain_tx, rng=jax.random.key(seed))
-    trainer = self.trainer('pretrain', p.num_steps, p.batch_size, 0)
-    result = trainer.fit(state, pipeline.TrainLoader(pipeline.ArraySource(x, y), p.batch_size,
-                                                     seed=seed),
-                         eval_sets={'test': dict(x=xt, y=yt)})
-    return result.state.params, result.evals[-1]['test']['accuracy']
 
-  def arm_state(self, arm: str, pretrained, seed: int):
-    """The initial TrainState of ``arm``: the head from the target model's
-    initialization (the same for every arm), the lower layers random
-    (scratch) or pretrained."""
-    init = self.init_target(jax.random.key(seed + 1))['params']
-    if arm == 'cached':
-      params, apply_fn = {HEAD: init[HEAD]}, self.head.apply
-    else:
-      params, apply_fn = init, self.target_model.apply
-      if arm != 'scratch':
-        params = transfer.load_params_subset(pretrained, init, self.config.lower_layers)
-    return state_lib.TrainState.create(apply_fn=apply_fn, variables={'params': params},
-                                       tx=self.tx[arm], rng=jax.random.key(seed + 2))
+class Parts(NamedTuple):
+  """The models and optimizers of a study, built once: every run with the
+  same model object and optimizer reuses the compiled steps."""
+  source_model: nn.Module
+  target_model: nn.Module
+  head: nn.Module
+  input_shape: tuple
+  pretrain_tx: object
+  tx: dict  # arm -> optimizer
 
-  def fit(self, arm: str, state, x, y, seed: int, eval_sets=None):
-    t = self.config.target
-    spe = len(y) // t.batch_size
-    loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), t.batch_size, seed=seed)
-    # scratch and finetune share the optimizer object and the model, hence a
-    # Trainer (one compilation); the timing rounds reuse these Trainers
-    # without evaluation sets, so they compile nothing either.
-    key = 'full' if arm in ('scratch', 'finetune') else arm
-    trainer = self.trainer(key, t.epochs * spe, t.batch_size, spe * t.eval_every_epochs)
-    return trainer.fit(state, loader, eval_sets=eval_sets)
+
+def build_parts(config) -> Parts:
+  c = config
+  target_model = models.build_model(model_config(c, len(c.target_classes)))
+  input_shape = tuple(models.default_config(c.model).input_shape)
+  shapes = jax.eval_shape(lambda: init_params(target_model, jax.random.key(0), input_shape))
+  adam = optim.make('adam', c.target.learning_rate)
+  return Parts(
+      source_model=models.build_model(model_config(c, len(c.source_classes))),
+      target_model=target_model, head=Head(len(c.target_classes)), input_shape=input_shape,
+      pretrain_tx=optim.make('adam', c.pretrain.learning_rate),
+      tx=dict(scratch=adam, finetune=adam, cached=adam,
+              frozen=transfer.freeze_optimizer(adam, shapes, c.lower_layers)))
+
+
+def trainer_config(config, eval_every: int):
+  """``config.train`` with the evaluation interval of a run (a study field)."""
+  tc = config.train.copy_and_resolve_references()
+  tc.eval_every = eval_every
+  return tc
+
+
+def run_config(config, name: str) -> dict:
+  """What a run's config.json holds, as JSON reads it back (tuples as
+  lists), so that the Trainer's check on resume compares like with like."""
+  return json.loads(json.dumps(dict(run=name, study=config.to_dict()), default=str))
+
+
+def _trainer(config, folder, name: str, eval_every: int = 0):
+  return trainer_lib.Trainer(trainer_config(config, eval_every), folder,
+                             run_config=run_config(config, name))
+
+
+def seeds(config) -> list[int]:
+  return [config.seed + i for i in range(config.num_seeds)]
+
+
+def _at(value, i: int) -> float:
+  """Replica ``i`` of an evaluated metric (a list for a grid)."""
+  v = np.asarray(value)
+  return float(v if v.ndim == 0 else v[i])
+
+
+def pretrain(config, parts: Parts, tasks: dict, folder: str) -> dict:
+  """Every seed pretrained on the source digits as one vmapped grid (the
+  seed draws the initialisation; the batch order is ``config.seed``'s). The
+  pretrained params are saved in ``folder/pretrained``."""
+  p = config.pretrain
+  x, y = tasks['source']['train']
+  xt, yt = tasks['source']['test']
+  runs = seeds(config)
+  state = state_lib.create_replicas(
+      apply_fn=parts.source_model.apply,
+      init_fn=lambda k: {'params': init_params(parts.source_model, k, parts.input_shape)},
+      tx=parts.pretrain_tx, keys=jnp.stack([jax.random.key(s) for s in runs]))
+  loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), p.batch_size, seed=config.seed)
+  fit = _trainer(config, folder, 'pretrain').fit(
+      state, loader, eval_sets={'test': dict(x=xt, y=yt)}, num_steps=p.num_steps,
+      log_every=min(config.log_every, p.num_steps), name=f'pretrain ({len(runs)} seeds)')
+  ckpt_lib.save_params(os.path.join(folder, 'pretrained'), dict(params=fit.state.params))
+  return dict(source_test_accuracy=[_at(fit.evals[-1]['test']['accuracy'], i)
+                                    for i in range(len(runs))])
+
+
+def load_pretrained(workdir: str, config, seed: int):
+  """The params pretrained for ``seed`` (the replica of the pretrain grid)."""
+  saved = ckpt_lib.load_params(os.path.join(workdir, 'runs', 'pretrain', 'pretrained'))
+  i = seeds(config).index(seed)
+  return jax.tree.map(lambda v: jnp.asarray(v[i]), saved['params'])
+
+
+def load_final_params(workdir: str, arm: str, seed: int):
+  """The params an arm ended with (saved by :func:`train_arm`)."""
+  saved = ckpt_lib.load_params(os.path.join(workdir, 'runs', f'{arm}_seed{seed}',
+                                            'final_params'))
+  return saved['params']
+
+
+def arm_state(config, parts: Parts, arm: str, pretrained, seed: int):
+  """The initial TrainState of ``arm``: the head from the target model's
+  initialization (the same for every arm), the lower layers random
+  (scratch) or pretrained."""
+  init = init_params(parts.target_model, jax.random.key(seed + 1), parts.input_shape)
+  if arm == 'cached':
+    params, apply_fn = {HEAD: init[HEAD]}, parts.head.apply
+  else:
+    params, apply_fn = init, parts.target_model.apply
+    if arm != 'scratch':
+      params = transfer.load_params_subset(pretrained, init, config.lower_layers)
+  return state_lib.TrainState.create(apply_fn=apply_fn, variables={'params': params},
+                                     tx=parts.tx[arm], rng=jax.random.key(seed + 2))
+
+
+def _loader(config, x, y, seed: int):
+  return pipeline.TrainLoader(pipeline.ArraySource(x, y), config.target.batch_size, seed=seed)
+
+
+def _steps_per_epoch(config) -> int:
+  return config.target.examples_per_class * len(config.target_classes) // \
+      config.target.batch_size
+
+
+def train_arm(config, parts: Parts, tasks: dict, pretrained, arm: str, seed: int,
+              folder: str) -> dict:
+  """One arm on the seed's few-shot sample; its final params are saved in
+  ``folder/final_params``."""
+  c, t = config, config.target
+  x, y = few_shot(*tasks['target']['train'], t.examples_per_class, seed)
+  xt, yt = tasks['target']['test']
+  spe = _steps_per_epoch(c)
+  state = arm_state(c, parts, arm, pretrained, seed)
+  cache_seconds = None
+  if arm == 'cached':
+    t0 = time.perf_counter()
+    x = jax.block_until_ready(features(parts.target_model, pretrained, jnp.asarray(x),
+                                       c.feature_batch_size))
+    cache_seconds = time.perf_counter() - t0
+    x = np.asarray(x)
+    xt = np.asarray(features(parts.target_model, pretrained, jnp.asarray(xt),
+                             c.feature_batch_size))
+  steps = t.epochs * spe
+  fit = _trainer(c, folder, f'{arm}_seed{seed}', spe * t.eval_every_epochs).fit(
+      state, _loader(c, x, y, seed), eval_sets={'test': dict(x=xt, y=yt)},
+      num_steps=steps, log_every=min(c.log_every, steps), name=f'{arm} (seed {seed})')
+  params = fit.state.params
+  ckpt_lib.save_params(os.path.join(folder, 'final_params'), dict(params=params))
+  out = dict(test_accuracy=fit.evals[-1]['test']['accuracy'],
+             curve=dict(epochs=[e['step'] // spe for e in fit.evals],
+                        accuracy=[e['test']['accuracy'] for e in fit.evals]),
+             train_loss=float(fit.history[-1]['loss']),
+             cache_seconds=cache_seconds)
+  if arm != 'cached':
+    out['lower_changed_from_pretrained'] = _lower_changed(c, pretrained, params)
+  return out
 
 
 def _max_abs_diff(a, b) -> float:
@@ -276,62 +378,39 @@ def _lower_changed(config, before, after) -> bool:
   return any(not np.array_equal(np.asarray(flat_b[n]), np.asarray(flat_a[n])) for n in names)
 
 
-def run_seed(config, runner: Runner, tasks: dict, seed: int) -> dict:
-  c = config
-  arms = common.split_names(c.arms)
-  pretrained, source_acc = runner.pretrain(tasks, seed)
-  x, y = few_shot(*tasks['target']['train'], c.target.examples_per_class, seed)
-  xt, yt = tasks['target']['test']
-  out = dict(source_test_accuracy=source_acc, arms={}, pretrained=pretrained)
-  for arm in arms:
-    state = runner.arm_state(arm, pretrained, seed)
-    t0 = time.perf_counter()
-    if arm == 'cached':
-      feats = jax.block_until_ready(runner.features(pretrained, jnp.asarray(x)))
-      cache_seconds = time.perf_counter() - t0
-      train_x, test_x = np.asarray(feats), np.asarray(runner.features(pretrained,
-                                                                      jnp.asarray(xt)))
-    else:
-      cache_seconds, train_x, test_x = None, x, xt
-    result = runner.fit(arm, state, train_x, y, seed, eval_sets={'test': dict(x=test_x, y=yt)})
-    out['arms'][arm] = dict(
-        test_accuracy=result.evals[-1]['test']['accuracy'],
-        curve=dict(epochs=[e['step'] // (len(y) // c.target.batch_size) for e in result.evals],
-                   accuracy=[e['test']['accuracy'] for e in result.evals]),
-        train_loss=float(result.history[-1]['loss']),
-        cache_seconds=cache_seconds,
-        params=result.state.params)
-    if arm != 'cached':
-      out['arms'][arm]['lower_changed_from_pretrained'] = _lower_changed(
-          c, pretrained, result.state.params)
-  if 'cached' in out['arms'] and 'frozen' in out['arms']:
-    out['cached_vs_frozen_head_max_abs_diff'] = _max_abs_diff(
-        out['arms']['cached']['params'][HEAD], out['arms']['frozen']['params'][HEAD])
-  return out
+def time_arms(config, parts: Parts, tasks: dict, pretrained) -> dict:
+  """Seconds per epoch of each arm, rounds alternating the order of the arms.
 
-
-def time_arms(config, runner: Runner, tasks: dict, pretrained) -> dict:
-  """Seconds per epoch of each arm, rounds alternating the order of the arms."""
-  c = config
+  The fits keep nothing (no workdir, no progress bar) and reuse the
+  accuracy runs' compiled steps (the same models, optimizers, train config
+  and evaluation interval); round 0 warms up and is not counted.
+  """
+  c, t = config, config.target
   arms = common.split_names(c.arms)
-  x, y = few_shot(*tasks['target']['train'], c.target.examples_per_class, c.seed)
-  feats = np.asarray(runner.features(pretrained, jnp.asarray(x)))
+  x, y = few_shot(*tasks['target']['train'], t.examples_per_class, c.seed)
+  feats = np.asarray(features(parts.target_model, pretrained, jnp.asarray(x),
+                              c.feature_batch_size))
+  spe = _steps_per_epoch(c)
+  tc = trainer_config(c, spe * t.eval_every_epochs)
+  tc.progress = False
   per_round = {arm: [] for arm in arms}
   cache = []
-  for r in range(c.timing.rounds + 1):  # round 0 warms up: not counted
+  for r in range(c.timing.rounds + 1):
     order = arms[r % len(arms):] + arms[:r % len(arms)]
     for arm in order:
-      state = runner.arm_state(arm, pretrained, c.seed)
-      t0 = time.perf_counter()
+      state = arm_state(c, parts, arm, pretrained, c.seed)
       if arm == 'cached':
-        f = jax.block_until_ready(runner.features(pretrained, jnp.asarray(x)))
+        t0 = time.perf_counter()
+        jax.block_until_ready(features(parts.target_model, pretrained, jnp.asarray(x),
+                                       c.feature_batch_size))
         if r:
           cache.append(time.perf_counter() - t0)
-        del f
+      trainer = trainer_lib.Trainer(tc)
+      loader = _loader(c, feats if arm == 'cached' else x, y, c.seed)
       t0 = time.perf_counter()
-      runner.fit(arm, state, feats if arm == 'cached' else x, y, c.seed)
+      trainer.fit(state, loader, num_steps=t.epochs * spe, log_every=t.epochs * spe)
       if r:
-        per_round[arm].append((time.perf_counter() - t0) / c.target.epochs)
+        per_round[arm].append((time.perf_counter() - t0) / t.epochs)
   out = dict(per_round=per_round,
              median={arm: float(np.median(v)) for arm, v in per_round.items()},
              cache_seconds_median=float(np.median(cache)) if cache else None)
@@ -482,7 +561,9 @@ def _markdown(config, summary, timing, lines) -> str:
       f'per class ({n_target} in all), {t.epochs} epochs of Adam (lr {t.learning_rate:g}, batch '
       f'{t.batch_size}) for every arm, a new head from the same initialization; test on every '
       f'target-digit test example. {c.num_seeds} seed(s), mean ± std (the seed draws the '
-      'pretraining, the examples, the initialization and the batch order).', '',
+      'pretraining initialization, the examples, the initialization and the batch order '
+      'on the target; the seeds are pretrained as one vmapped grid and see the source '
+      f'examples in the same order, that of seed {c.seed}).', '',
       common.markdown_table(
           ['arm', 'target test accuracy (%)', 'final train loss', 'ms per epoch (median)',
            'time / frozen', 'lower layers changed'], rows), '',
@@ -498,20 +579,31 @@ def _markdown(config, summary, timing, lines) -> str:
 
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
+  study = common.Study(workdir, config)
   tasks = load_tasks(config)
-  runner = Runner(config)
-  per_seed = [run_seed(config, runner, tasks, config.seed + i) for i in range(config.num_seeds)]
-  timing = time_arms(config, runner, tasks, per_seed[0]['pretrained'])
+  parts = build_parts(config)
+  arms = common.split_names(config.arms)
+  source = study.run('pretrain', lambda folder: pretrain(config, parts, tasks, folder))
+  per_seed = []
+  for i, seed in enumerate(seeds(config)):
+    pretrained = load_pretrained(workdir, config, seed)
+    out = dict(source_test_accuracy=source['source_test_accuracy'][i], arms={})
+    for arm in arms:
+      out['arms'][arm] = study.run(
+          f'{arm}_seed{seed}', lambda folder, arm=arm: train_arm(
+              config, parts, tasks, pretrained, arm, seed, folder))
+    if 'cached' in arms and 'frozen' in arms:
+      out['cached_vs_frozen_head_max_abs_diff'] = _max_abs_diff(
+          load_final_params(workdir, 'cached', seed)[HEAD],
+          load_final_params(workdir, 'frozen', seed)[HEAD])
+    per_seed.append(out)
+  pretrained = load_pretrained(workdir, config, config.seed)
+  timing = study.run('timing', lambda folder: time_arms(config, parts, tasks, pretrained))
   summary = summarize(per_seed)
   lines = verdict(config, summary, timing)
   _figures(workdir, config, summary, per_seed, timing)
   common.atomic_write(os.path.join(workdir, 'results.md'),
                       _markdown(config, summary, timing, lines))
-  saved = [dict({k: v for k, v in s.items() if k != 'pretrained'},
-                arms={a: {k: v for k, v in r.items() if k != 'params'}
-                      for a, r in s['arms'].items()}) for s in per_seed]
-  results = dict(summary=summary, timing=timing, per_seed=saved, verdict=lines)
+  results = dict(summary=summary, timing=timing, per_seed=per_seed, verdict=lines)
   common.write_json(os.path.join(workdir, 'results.json'), results)
-  results['per_seed_full'] = per_seed  # params, for callers (tests); not written
   return results
