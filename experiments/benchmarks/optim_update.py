@@ -13,7 +13,11 @@ Optax (below 1 is faster), the control's ratio, and whether the two steps
 lower to the same StableHLO (then XLA runs the same program and the ratio
 measures only timing noise). Optimizers Optax does not have
 (``NO_REFERENCE``) get our timing alone and "no optax" in the reference
-column. Results go to ``runs/benchmarks/optim_update/<timestamp>/results.json``.
+column. The rows of ``CONTRIB`` and ``WRAPPED`` pair ours with
+``optax.contrib``'s function of the same name (wrappers around each library's
+own inner optimizers); ``NEEDS_VALUE`` rows get a loss value and
+``NEEDS_OBJ_FN`` rows an objective function as the extra argument of update.
+Results go to ``runs/benchmarks/optim_update/<timestamp>/results.json``.
 
 Usage: ./launch.sh bench optim_update [--optimizers=adam,sgd] [--trees=resnet20]
 """
@@ -75,13 +79,48 @@ OPTIMIZERS = {
     'optimistic_gradient_descent': dict(learning_rate=LR),
     'optimistic_adam_v2': dict(learning_rate=LR),
     'lbfgs': dict(learning_rate=LR, linesearch=None),
+    'optimistic_adam': dict(learning_rate=LR),
+}
+# Optax's contrib aliases, each against optax.contrib's function of the same
+# name (the parameter-free ones at their default learning rate of 1).
+CONTRIB = {
+    'acprop': dict(learning_rate=LR),
+    'ademamix': dict(learning_rate=LR),
+    'simplified_ademamix': dict(learning_rate=LR),
+    'adopt': dict(learning_rate=LR),
+    'cocob': dict(),
+    'dadapt_adamw': dict(),
+    'dog': dict(),
+    'dowg': dict(),
+    'galore': dict(learning_rate=LR),
+    'madgrad': dict(learning_rate=LR),
+    'momo': dict(),
+    'momo_adam': dict(),
+    'muon': dict(learning_rate=LR),
+    'prodigy': dict(),
+    'schedule_free_adamw': dict(learning_rate=LR),
+    'schedule_free_sgd': dict(learning_rate=LR),
+    'sophia': dict(learning_rate=LR),
+}
+# contrib's wrappers, each around its own library's inner optimizers. Not
+# rows: dpsgd and differentially_private_aggregate (they take per-example
+# gradients, a batch axis on every leaf), and the parts that are no optimizer
+# alone (normalize, reduce_on_plateau, split_real_and_imaginary).
+WRAPPED = {
+    'mechanize': lambda lib: lib.contrib.mechanize(lib.adam(LR)),
+    'sam': lambda lib: lib.contrib.sam(
+        lib.sgd(LR), lib.chain(lib.contrib.normalize(), lib.sgd(LR))),
+    'schedule_free': lambda lib: lib.contrib.schedule_free(lib.sgd(LR), LR),
 }
 # Ours only: Optax has no such optimizer, so these rows time ours alone.
 NO_REFERENCE = {
     'shampoo': dict(learning_rate=LR),
     'soap': dict(learning_rate=LR),
 }
-NEEDS_VALUE = {'polyak_sgd'}
+# The extra argument of update each row needs: the loss value, or (Sophia's
+# Hessian estimate) the objective as a function of the params.
+NEEDS_VALUE = {'polyak_sgd', 'momo', 'momo_adam'}
+NEEDS_OBJ_FN = {'sophia'}
 # Global inner products over 1000 leaves make XLA's compile time grow
 # super-linearly in both libraries (200 leaves: ~3.6 s each; 1000 leaves: more
 # than 6 min and 7 GB), so these rows are left out.
@@ -90,6 +129,22 @@ NOT_RUN = {('polyak_sgd', '1000x1000'), ('lbfgs', '1000x1000')}
 
 def _factory(module, label):
   return getattr(module, 'sgd' if label == 'sgd_momentum' else label)
+
+
+def build(lib, label):
+  """The row's optimizer from ``lib``: ``research.optim`` or ``optax``."""
+  if label in WRAPPED:
+    return WRAPPED[label](lib)
+  if label in CONTRIB:
+    return getattr(lib.contrib, label)(**CONTRIB[label])
+  if label in NO_REFERENCE:
+    return getattr(lib, label)(**NO_REFERENCE[label])
+  return _factory(lib, label)(**OPTIMIZERS[label])
+
+
+def objective(params):
+  """A quadratic loss, the ``obj_fn`` of the rows in ``NEEDS_OBJ_FN``."""
+  return sum(0.5 * jnp.vdot(p, p) for p in jax.tree.leaves(params))
 
 
 def resnet20_shapes():
@@ -116,18 +171,27 @@ def make_tree(shapes, seed):
           for i, s in enumerate(shapes)}
 
 
-def make_step(opt, needs_value):
+def extra_args(label):
+  """The extra keyword arguments of the row's ``update``."""
+  if label in NEEDS_VALUE:
+    return dict(value=jnp.asarray(1.0))
+  if label in NEEDS_OBJ_FN:
+    return dict(obj_fn=objective)
+  return {}
+
+
+def make_step(opt, label):
   def step(params, state, grads):
-    extra = dict(value=jnp.asarray(1.0)) if needs_value else {}
+    extra = extra_args(label)
     updates, state = opt.update(grads, state, params, **extra)
     return jax.tree.map(lambda p, u: p + u, params, updates), state
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def lowered_step(opt, shapes, needs_value) -> list[str]:
-  """The StableHLO of the step, without source locations."""
+def lowered_step(opt, shapes, label) -> list[str]:
+  """The StableHLO of the row's step, without source locations."""
   params, grads = make_tree(shapes, 0), make_tree(shapes, 1)
-  text = make_step(opt, needs_value).lower(params, opt.init(params), grads).as_text()
+  text = make_step(opt, label).lower(params, opt.init(params), grads).as_text()
   return [re.sub(r'loc\([^)]*\)|#loc\d*', '', l) for l in text.splitlines()
           if not l.startswith('#loc')]
 
@@ -135,13 +199,13 @@ def lowered_step(opt, shapes, needs_value) -> list[str]:
 class Runner:
   """Holds one library's compiled step and its (donated) buffers."""
 
-  def __init__(self, opt, shapes, needs_value):
+  def __init__(self, opt, shapes, label):
     self.grads = make_tree(shapes, 1)
     self.params = make_tree(shapes, 0)
     # Copies: some states share buffers (lbfgs, in optax too), and a donated
     # buffer may appear only once among the arguments.
     self.state = jax.tree.map(jnp.copy, opt.init(self.params))
-    self.step = make_step(opt, needs_value)
+    self.step = make_step(opt, label)
     self.call(1)  # Compile and warm up.
 
   def call(self, n):
@@ -157,7 +221,7 @@ class Runner:
 
 def measure_ours_only(label, tree, rounds, calls):
   """A row for an optimizer Optax lacks: our per-call time, no ratios."""
-  ours = Runner(getattr(optim, label)(**NO_REFERENCE[label]), TREES[tree](), False)
+  ours = Runner(build(optim, label), TREES[tree](), label)
   calls = calls or max(1, min(200, int(0.01 / max(ours.time(2) / 1e3, 1e-6))))
   times = [ours.time(calls) for _ in range(rounds)]
   return dict(optimizer=label, tree=tree, ours_ms=statistics.median(times),
@@ -168,15 +232,13 @@ def measure_ours_only(label, tree, rounds, calls):
 def measure(label, tree, rounds, calls):
   if label in NO_REFERENCE:
     return measure_ours_only(label, tree, rounds, calls)
-  kwargs = OPTIMIZERS[label]
   shapes = TREES[tree]()
-  needs_value = label in NEEDS_VALUE
   runners = dict(
-      ours=Runner(_factory(optim, label)(**kwargs), shapes, needs_value),
-      optax=Runner(_factory(optax, label)(**kwargs), shapes, needs_value),
+      ours=Runner(build(optim, label), shapes, label),
+      optax=Runner(build(optax, label), shapes, label),
       # A second, separately compiled Optax step with its own buffers: the
       # A/A control. Its ratio to the first is what timing noise alone gives.
-      optax_again=Runner(_factory(optax, label)(**kwargs), shapes, needs_value),
+      optax_again=Runner(build(optax, label), shapes, label),
   )
   if not calls:  # enough calls that one timing lasts ~0.01 s
     calls = max(1, min(200, int(0.01 / max(runners['optax'].time(2) / 1e3, 1e-6))))
@@ -190,8 +252,8 @@ def measure(label, tree, rounds, calls):
   # to back, so a slow spell of the machine cancels out.
   paired = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
   # The same program for XLA means any ratio away from 1 is timing noise.
-  same = (lowered_step(_factory(optim, label)(**kwargs), shapes, needs_value)
-          == lowered_step(_factory(optax, label)(**kwargs), shapes, needs_value))
+  same = (lowered_step(build(optim, label), shapes, label)
+          == lowered_step(build(optax, label), shapes, label))
   return dict(optimizer=label, tree=tree, ours_ms=statistics.median(times['ours']),
               reference_ms=statistics.median(times['optax']),
               ratio=paired('ours', 'optax'), control_ratio=paired('optax_again', 'optax'),
@@ -200,7 +262,7 @@ def measure(label, tree, rounds, calls):
 
 def main(argv):
   del argv
-  known = [*OPTIMIZERS, *NO_REFERENCE]
+  known = [*OPTIMIZERS, *CONTRIB, *WRAPPED, *NO_REFERENCE]
   labels = known if _OPTIMIZERS.value == 'all' else common.split_names(_OPTIMIZERS.value)
   trees = list(TREES) if _TREES.value == 'all' else common.split_names(_TREES.value)
   common.require_choices('optimizers', labels, known)

@@ -28,6 +28,17 @@ def test_optim_update_rows(tmp_path):
     assert 0 < r['ratio'] < 10 and 0 < r['control_ratio'] < 10
 
 
+def test_optim_update_contrib_rows_with_extra_args(tmp_path):
+  # momo takes the loss value, sophia the objective function.
+  rows = _bench('optim_update', str(tmp_path), '--optimizers=momo,sophia',
+                '--trees=resnet20', '--rounds=3', '--calls=2')
+  assert [r['optimizer'] for r in rows] == ['momo', 'sophia']
+  for r in rows:
+    assert r['same_program'] is True
+    assert r['ours_ms'] > 0 and r['reference_ms'] > 0
+    assert 0 < r['ratio'] < 10 and 0 < r['control_ratio'] < 10
+
+
 def test_train_throughput_contenders_train_the_same_run(tmp_path):
   out = _bench('train_throughput', str(tmp_path), '--steps=80', '--rounds=1',
                '--dispatch=40')

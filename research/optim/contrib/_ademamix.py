@@ -109,6 +109,7 @@ def scale_by_ademamix(
     m2 = otu.tree_update_moment(updates, state.m2, beta3, 1)
     nu = otu.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
     count = otu.safe_increment(state.count)
+    count_m2 = otu.safe_increment(state.count_m2)
     m1_hat = otu.tree_bias_correction(m1, b1, count)
     nu_hat = otu.tree_bias_correction(nu, b2, count)
     updates = jax.tree.map(
@@ -117,7 +118,7 @@ def scale_by_ademamix(
     m1, m2, nu = (otu.tree_cast_like(t, s)
                   for t, s in ((m1, state.m1), (m2, state.m2), (nu, state.nu)))
     return updates, ScaleByAdemamixState(
-        count=count, count_m2=otu.safe_increment(state.count_m2),
+        count=count, count_m2=count_m2,
         m1=m1, m2=m2, nu=nu)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -218,14 +219,16 @@ def scale_by_simplified_ademamix(
     del params, extra_args
     mix = _at(alpha, state.t)
     m = jax.tree.map(lambda g, m: g + b1 * m, updates, state.m)
-    # b2 n + (1 - b2) g^2, evaluated as g^2 + b2 (n - g^2) like Optax's lerp.
-    n = jax.tree.map(
-        lambda g, n: g * g + b2 * (n - g * g), updates, state.n)
+    # b2 n + (1 - b2) g^2, evaluated as g^2 + b2 (n - g^2) like Optax's lerp,
+    # stage by stage over the tree as Optax does (the same program).
+    g2 = jax.tree.map(lambda g: g * g, updates)
+    n = jax.tree.map(lambda a, d: a + b2 * d, g2,
+                     jax.tree.map(jnp.subtract, state.n, g2))
     t = otu.safe_increment(state.t)
     n_hat = otu.tree_bias_correction(n, b2, t)
-    updates = jax.tree.map(
-        lambda m, g, v: (m + mix * g) / (jnp.sqrt(v + eps_root) + eps),
-        m, updates, n_hat)
+    numerator = jax.tree.map(lambda m, g: m + mix * g, m, updates)
+    denominator = jax.tree.map(lambda v: jnp.sqrt(v + eps_root) + eps, n_hat)
+    updates = jax.tree.map(jnp.divide, numerator, denominator)
     return updates, ScaleBySimplifiedAdEMAMixState(t=t, m=m, n=n)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -75,10 +75,10 @@ def scale_by_adopt(
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    started = state.count > 0
-    # On the first step: nu_1 = g_1^2 and m stays at zero.
-    beta2 = jnp.where(started, b2, 0)
-    beta1 = jnp.where(started, b1, 1)
+    # On the first step: nu_1 = g_1^2 and m stays at zero. (Two comparisons,
+    # in Optax's order, so that the program is Optax's.)
+    beta2 = jnp.where(state.count > 0, b2, 0)
+    beta1 = jnp.where(state.count > 0, b1, 1)
     nu = otu.tree_update_moment_per_elem_norm(updates, state.nu, beta2, 2)
 
     def normalise(g, v):
@@ -92,6 +92,7 @@ def scale_by_adopt(
     else:
       normalised = jax.tree.map(normalise, updates, state.nu)
     mu = otu.tree_update_moment(normalised, state.mu, beta1, 1)
+    count = otu.safe_increment(state.count)
     if nesterov:
       updates = otu.tree_update_moment(normalised, mu, beta1, 1)
     else:
@@ -99,7 +100,7 @@ def scale_by_adopt(
     mu = otu.tree_cast(mu, mu_dtype)
     nu = otu.tree_cast_like(nu, state.nu)
     return updates, transform.ScaleByAdamState(
-        count=otu.safe_increment(state.count), mu=mu, nu=nu)
+        count=count, mu=mu, nu=nu)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -81,8 +81,9 @@ def scale_by_cocob(
     theta = jax.tree.map(lambda c, g: c - g, state.cumulative_gradients, updates)
 
     def step(w, w0, c, L, G, R):
-      bet = c / (L * jnp.maximum(G + L, alpha * L)) * (L + R)
-      return -w + (w0 + bet)
+      # -w + (w0 + bet), bet = c / (L max(G + L, alpha L)) (L + R); in one
+      # expression, in Optax's order, so that the program is Optax's.
+      return -w + (w0 + c / (L * jnp.maximum(G + L, alpha * L)) * (L + R))
 
     updates = jax.tree.map(step, params, w1, theta, scale, subgradients, reward)
     return updates, COCOBState(

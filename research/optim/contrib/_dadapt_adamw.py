@@ -102,9 +102,10 @@ def dadapt_adamw(
     grad_sum = jax.tree.map(
         lambda s, g: sqrt_beta2 * s + (1 - sqrt_beta2) * step * g,
         state.grad_sum, updates)
+    # The l1 norm before the numerator, in Optax's order (the same program).
+    grad_sum_l1 = otu.tree_sum(jax.tree.map(jnp.abs, grad_sum))
     numerator = (sqrt_beta2 * state.numerator_weighted
                  + (1 - sqrt_beta2) * step * alignment)
-    grad_sum_l1 = otu.tree_sum(jax.tree.map(jnp.abs, grad_sum))
     estim_lr = jnp.maximum(
         state.estim_lr, numerator / ((1 - sqrt_beta2) * grad_sum_l1))
     updates = jax.tree.map(

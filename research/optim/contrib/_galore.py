@@ -178,6 +178,7 @@ def scale_by_galore(
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
+    count = otu.safe_increment(state.count)  # first, as in Optax's program
     refresh = state.count % update_proj_gap == 0
 
     def project(g, old, spec):
@@ -210,7 +211,7 @@ def scale_by_galore(
     updates = map_specs(
         lambda g, low, p, spec: project_back(low, p, g, spec),
         updates, low_updates, projectors)
-    return updates, GaLoreState(count=otu.safe_increment(state.count),
+    return updates, GaLoreState(count=count,
                                 base_optimizer_state=base_state,
                                 projector=projectors)
 

@@ -77,10 +77,12 @@ def scale_by_madgrad(
         lambda v, g: v + (weight * g**2).astype(g.dtype), state.grad_sum_sq, updates)
     s = jax.tree.map(
         lambda s, g: s + (weight * g).astype(g.dtype), state.s, updates)
-    z = jax.tree.map(
-        lambda x0, s, v: x0 - s / (jnp.cbrt(v) + eps), state.x0, s, grad_sum_sq)
-    updates = jax.tree.map(
-        lambda z, x: ((1 - momentum) * z + momentum * x) - x, z, params)
+    # One stage at a time over the tree, as Optax does (the same program).
+    sigma = jax.tree.map(lambda v: jnp.cbrt(v) + eps, grad_sum_sq)
+    z = jax.tree.map(lambda x0, s, sig: x0 - s / sig, state.x0, s, sigma)
+    x_new = jax.tree.map(
+        lambda z, x: (1 - momentum) * z + momentum * x, z, params)
+    updates = jax.tree.map(jnp.subtract, x_new, params)
     return updates, MadgradState(
         count=otu.safe_increment(state.count), grad_sum_sq=grad_sum_sq, s=s,
         x0=state.x0)

@@ -87,13 +87,18 @@ def mechanize(
 
   def update_fn(updates, state, params=None, **extra_args):
     checks.require_params(params, fn)
+    # Operations in Optax's order (the same program): the decay factor is
+    # evaluated in each leaf's expression, the count incremented first.
+    count = otu.safe_increment(state.count)
     base_updates, base_state = base_optimizer.update(
         updates, state.base_optimizer_state, params, **extra_args)
     x0 = jax.lax.cond(state.count == 0, lambda: params, lambda: state.x0)
     total = jnp.sum(state.s)
-    decay = (weight_decay * total * otu.tree_norm(updates)
-             / (otu.tree_norm(params) + eps))
-    updates = jax.tree.map(lambda g, p: g + decay * p, updates, params)
+    grad_norm = otu.tree_norm(updates)
+    param_norm = otu.tree_norm(params)
+    updates = jax.tree.map(
+        lambda g, p: g + weight_decay * total * grad_norm / (param_norm + eps) * p,
+        updates, params)
     delta_prev = jax.tree.map(lambda x, x_0: (x_0 - x) / (total + eps), params, x0)
     delta = jax.tree.map(lambda d, u: d - u, delta_prev, base_updates)
     h = otu.tree_vdot(updates, delta_prev)
@@ -104,12 +109,13 @@ def mechanize(
     m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
     v = (betas**2) * state.v + h**2
     r = betas * state.r + clipped_h * state.s
-    wealth = (s_init / jnp.size(betas)) * m + jnp.maximum(0.0, r)
+    r_plus = jnp.maximum(0.0, r)
+    wealth = (s_init / jnp.size(betas)) * m + r_plus
     s = wealth / (jnp.sqrt(v) + eps)
     new_params = jax.tree.map(lambda x_0, d: x_0 - jnp.sum(s) * d, x0, delta)
     updates = jax.tree.map(lambda new, old: new - old, new_params, params)
     return updates, MechanicState(
-        base_optimizer_state=base_state, count=otu.safe_increment(state.count),
+        base_optimizer_state=base_state, count=count,
         r=r, m=m, v=v, s=s, x0=x0)
 
   return base.GradientTransformationExtraArgs(init_fn, update_fn)

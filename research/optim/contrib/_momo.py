@@ -84,21 +84,28 @@ def _ema(beta, old, new):
   return beta * old + (1 - beta) * new
 
 
-def _polyak_step(decay_factor, barf, lb, gamma, iprod, sq_norm, max_step):
+def _polyak_step(decay_factor, barf, lb, gamma, iprod, sq_norm, max_step,
+                 max_step_divisor=None):
   """``min(max_step, max(0, (1 + a lam) (f_bar - lb - gamma) + <d, x>) / n)``,
-  zero when the squared norm ``n`` of the direction is (nearly) zero."""
+  zero when the squared norm ``n`` of the direction is (nearly) zero
+  (``max_step / max_step_divisor`` is divided last, as in Optax)."""
   step = jnp.maximum(decay_factor * (barf - lb - gamma) + iprod, 0.0) / sq_norm
   step = jnp.where(sq_norm <= _MIN_SQ_NORM, 0.0, step)
+  if max_step_divisor is not None:
+    max_step = max_step / max_step_divisor
   return jnp.minimum(max_step, step)
 
 
 def _decayed_step(alpha, weight_decay, tau, exp_avg, params, denom=None):
-  """``-(a lam / (1 + a lam)) x - tau d [/ D]``, leaf by leaf."""
-  shrink = alpha * weight_decay / (1 + alpha * weight_decay)
+  """``-(a lam / (1 + a lam)) x - tau d [/ D]``, leaf by leaf (the factor
+  in each leaf's expression, as Optax writes it: the same program)."""
   if denom is None:
-    return jax.tree.map(lambda d, p: -shrink * p - tau * d, exp_avg, params)
+    return jax.tree.map(
+        lambda d, p: -(alpha * weight_decay) / (1 + alpha * weight_decay) * p
+        - tau * d, exp_avg, params)
   return jax.tree.map(
-      lambda d, s, p: -shrink * p - tau * d / s, exp_avg, denom, params)
+      lambda d, s, p: -(alpha * weight_decay) / (1 + alpha * weight_decay) * p
+      - tau * d / s, exp_avg, denom, params)
 
 
 def momo(
@@ -160,7 +167,8 @@ def momo(
     b = jnp.where(state.count == 0, 0.0, beta)
     barf = _ema(b, state.barf, jnp.asarray(value, state.barf.dtype))
     exp_avg = jax.tree.map(lambda d, g: _ema(b, d, g), state.exp_avg, updates)
-    gamma = _ema(b, state.gamma, otu.tree_vdot(updates, params))
+    # Written out (not _ema) so that Optax's operation order is kept.
+    gamma = b * state.gamma + (1 - b) * otu.tree_vdot(updates, params)
     sq_norm = otu.tree_norm(exp_avg, squared=True)
     iprod = otu.tree_vdot(exp_avg, params)
     alpha = _learning_rate_at(learning_rate, state)
@@ -245,13 +253,14 @@ def momo_adam(
     count = otu.safe_increment(state.count)
     barf = _ema(b1, state.barf, jnp.asarray(value, state.barf.dtype))
     exp_avg = jax.tree.map(lambda d, g: _ema(b1, d, g), state.exp_avg, updates)
+    # b2 v + ((1 - b2) g) g, in Optax's association.
     exp_avg_sq = jax.tree.map(
-        lambda v, g: _ema(b2, v, g * g), state.exp_avg_sq, updates)
+        lambda v, g: b2 * v + (1 - b2) * g * g, state.exp_avg_sq, updates)
     c2 = jnp.asarray(1 - b2**count, barf.dtype)
     denom = jax.tree.map(lambda v: eps + jnp.sqrt(v / c2), exp_avg_sq)
     sq_norm = otu.tree_vdot(
         exp_avg, jax.tree.map(lambda d, s: d / s, exp_avg, denom))
-    gamma = _ema(b1, state.gamma, otu.tree_vdot(updates, params))
+    gamma = b1 * state.gamma + (1 - b1) * otu.tree_vdot(updates, params)
     iprod = otu.tree_vdot(exp_avg, params)
     alpha = _learning_rate_at(learning_rate, state)
     c1 = jnp.asarray(1 - b1**count, barf.dtype)
@@ -262,7 +271,7 @@ def momo_adam(
       lb = jnp.where(cap < decay_factor * c1 * lb,
                      jnp.maximum(cap / (2 * c1 * decay_factor), lower_bound), lb)
     tau = _polyak_step(decay_factor, barf, c1 * lb, gamma, iprod, sq_norm,
-                       alpha / c1)
+                       alpha, c1)
     new_updates = _decayed_step(alpha, weight_decay, tau, exp_avg, params,
                                 denom)
     if adapt_lower_bound:

@@ -129,7 +129,9 @@ def prodigy(
         lambda s, x: beta3 * s + sum_rate * x / estim_lr0, state.grad_sum, dg)
     numerator = beta3 * state.numerator_weighted
     numerator += (d / estim_lr0) * step * progress
-    estimate = estim_lr_coef * numerator / otu.tree_norm(grad_sum, ord=1)
+    # The l1 norm before the product, in Optax's order (the same program).
+    denominator = otu.tree_norm(grad_sum, ord=1)
+    estimate = estim_lr_coef * numerator / denominator
     new_d = jnp.maximum(d, estimate)
     new_updates = jax.tree.map(
         lambda m, v, p: -weight_decay * step * p

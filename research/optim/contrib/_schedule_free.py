@@ -132,6 +132,7 @@ def schedule_free(
     if callable(learning_rate):
       lr = jnp.asarray(learning_rate(state.step_count), state.max_lr.dtype)
     max_lr = jnp.maximum(state.max_lr, lr)
+    step_count = otu.safe_increment(state.step_count)
     weight = max_lr**weight_lr_power
     weight_sum = state.weight_sum + weight
     # 0 / 0 (no weight yet, e.g. during a warm-up from 0) averages nothing in.
@@ -145,13 +146,14 @@ def schedule_free(
     z = jax.tree.map(
         lambda zi, u: jnp.asarray(zi + u).astype(jnp.asarray(zi).dtype),
         state.z, base_updates)
-    x = jax.tree.map(lambda xi, zi: (1.0 - c) * xi + c * zi,
-                     _average(params, state.z, b1), z)
-    new_updates = jax.tree.map(
-        lambda xi, zi, yi: b1 * xi + (1.0 - b1) * zi - yi, x, z, params)
+    # Stage by stage over the tree, in Optax's order (the same program).
+    prev_x = _average(params, state.z, b1)
+    x = jax.tree.map(lambda xi, zi: (1.0 - c) * xi + c * zi, prev_x, z)
+    y = jax.tree.map(lambda xi, zi: b1 * xi + (1.0 - b1) * zi, x, z)
+    new_updates = jax.tree.map(jnp.subtract, y, params)
     return new_updates, ScheduleFreeState(
         b1=state.b1, weight_sum=weight_sum,
-        step_count=otu.safe_increment(state.step_count), max_lr=max_lr,
+        step_count=step_count, max_lr=max_lr,
         base_optimizer_state=base_state, z=z,
     )
 
