@@ -77,7 +77,7 @@ def get_config(arg=None):
     config.race.arms = 'exponential,performance'
     config.race.epochs = 6
     config.race.seeds = 2
-    config.train.checkpoint_every = 0  # at the end of each run only
+    config.train.checkpoint_every = 60  # 2 epochs
     config.train.tensorboard = False
   elif arg not in (None, ''):
     raise ValueError(f'lr_schedules: unknown scale {arg!r}; allowed: '

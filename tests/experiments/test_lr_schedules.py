@@ -3,7 +3,9 @@ plateau hook, the smoke scale end to end (runs, no recompilation per seed,
 rerun, refused workdir)."""
 
 import json
+import logging
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -224,6 +226,27 @@ def test_a_rerun_skips_the_finished_runs_and_gives_the_same_results(smoke):
   assert again['race'] == results['race']
   for run, mtime in before.items():
     assert os.stat(os.path.join(workdir, 'runs', run, 'metrics.jsonl')).st_mtime_ns == mtime
+
+
+def test_an_interrupted_study_resumes_to_the_same_results(smoke, tmp_path, caplog):
+  # The smoke study again, as if killed in the middle of the grid and of
+  # the first performance-scheduling run (their last checkpoints gone): the
+  # hook's plateau counters come back with the checkpoint.
+  config, workdir, _, _ = smoke
+  copy = tmp_path / 'study'
+  shutil.copytree(workdir, copy)
+  last = str(config.race.epochs * json.load(open(copy / 'results.json'))['steps_per_epoch'])
+  for name in ('race_exponential', 'race_performance_seed0'):
+    run = copy / 'runs' / name
+    shutil.rmtree(run / 'checkpoints' / last)
+    (run / 'result.json').unlink()
+    (run / 'status.json').write_text(json.dumps(dict(status='running')))
+  with caplog.at_level(logging.INFO):
+    lr_schedules.run(config, str(copy))
+  assert 'performance (seed 0): resumed from step 120' in caplog.text
+  assert 'exponential (2 seeds): resumed from step 120' in caplog.text
+  assert 'run race_performance_seed1: complete, skipped' in caplog.text
+  assert (copy / 'results.json').read_text() == open(os.path.join(workdir, 'results.json')).read()
 
 
 def test_a_workdir_of_another_config_is_refused_untouched(tmp_path):

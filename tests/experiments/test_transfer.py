@@ -4,6 +4,7 @@ same head as the frozen one, no compilation per seed, resume, refused
 workdir)."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -164,7 +165,7 @@ def test_a_second_seed_and_the_timing_rounds_compile_nothing(smoke):
   assert compiles['timing'] == 0, compiles
 
 
-def test_an_interrupted_study_resumes_to_the_same_results(smoke, tmp_path):
+def test_an_interrupted_study_resumes_to_the_same_results(smoke, tmp_path, caplog):
   # The smoke study again, as if killed in the middle of pretraining (its
   # last checkpoint gone, the one at step 50 of 100 kept) and at the end of
   # the frozen arm's training (before its result was written).
@@ -178,7 +179,11 @@ def test_an_interrupted_study_resumes_to_the_same_results(smoke, tmp_path):
     (run / 'result.json').unlink()
     (run / 'status.json').write_text(json.dumps(dict(status='running')))
   scratch = (copy / 'runs' / 'scratch_seed0' / 'metrics.jsonl').stat().st_mtime_ns
-  study.run(config, str(copy))
+  with caplog.at_level(logging.INFO):
+    study.run(config, str(copy))
+  assert 'pretrain (2 seeds): resumed from step 50' in caplog.text
+  assert 'frozen (seed 0): resumed from step 20' in caplog.text
+  assert 'run timing: complete, skipped' in caplog.text
   assert (copy / 'runs' / 'scratch_seed0' / 'metrics.jsonl').stat().st_mtime_ns == scratch
   assert sorted(os.listdir(pretrain / 'checkpoints')) == ['100', '50']
   # Everything equal, the timings too (the timing run was complete, so skipped).
