@@ -163,12 +163,13 @@ class Study:
     os.makedirs(folder, exist_ok=True)
     resumed = os.path.exists(os.path.join(folder, 'status.json'))
     logging.info('run %s: %s (%s)', name, 'resuming' if resumed else 'starting', folder)
-    write_json(os.path.join(folder, 'status.json'),
-               dict(status='running', started=time.time()))
+    start = time.time()
+    write_json(os.path.join(folder, 'status.json'), dict(status='running', started=start))
     result = train(folder)
     write_json(result_path, result)
     write_json(os.path.join(folder, 'status.json'),
                dict(status='complete', finished=time.time()))
+    logging.info('run %s: complete in %.1f s', name, time.time() - start)
     # Round-trip through JSON so a fresh run returns what a rerun reads.
     with open(result_path) as f:
       return json.load(f)
