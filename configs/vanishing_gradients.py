@@ -14,6 +14,11 @@ Scales:
              clipping comparison.
   paper      the full grid: every init x activation x arch probed at depths
              10..50 and trained at depth 20, 5 seeds, longer runs.
+
+Training runs are grids trained as one vmapped program: the arms that share
+a network (activation and arch; their inits differ) times the seeds, and for
+clipping each rule's seeds. Seeds differ in initialization; the data and
+their order are drawn by ``data.seed`` and shared by every run.
 """
 
 import ml_collections
@@ -74,7 +79,7 @@ def get_config(arg=None):
   c.train_depth = 20
   c.num_seeds = 2
   c.num_steps = 2000
-  c.eval_every = 200
+  c.log_every = 50            # training metrics every this many steps
   c.optimizer = ml_collections.ConfigDict(dict(
       name='momentum', learning_rate=0.01, momentum=0.9))
 
@@ -93,8 +98,12 @@ def get_config(arg=None):
       num_seeds=2,
   ))
 
-  c.train = common.in_memory_train_config(batch_size=c.data.batch_size, log_every=50,
-                                          log_grad_norms=True)
+  # A run whose gradients overflow keeps going (the non-finite steps are
+  # skipped and counted: the count is a result of this study), so the limit
+  # on non-finite steps in a row is above any run's length.
+  c.train = common.study_train_config(log_grad_norms=True, eval_every=200,
+                                      checkpoint_every=1000,
+                                      max_nonfinite_in_row=1_000_000)
 
   if arg == 'smoke':
     c.model.width = 16
@@ -107,9 +116,11 @@ def get_config(arg=None):
     c.train_depth = 6
     c.num_seeds = 1
     c.num_steps = 40
-    c.eval_every = 20
-    c.train.log_every = 20
+    c.log_every = 20
+    c.train.eval_every = 20
     c.train.steps_per_dispatch = 20
+    c.train.checkpoint_every = 20
+    c.train.tensorboard = False
     c.clip.arms = 'none,value'
     c.clip.depth = 10
     c.clip.num_steps = 40
@@ -120,12 +131,12 @@ def get_config(arg=None):
     c.train_arms = '*/*,*/*/bn,*/*/residual'
     c.num_seeds = 5
     c.num_steps = 8000
-    c.eval_every = 500
+    c.train.eval_every = 500
     c.clip.num_steps = 2000
     c.clip.num_points = 10
     c.clip.num_seeds = 5
   elif arg not in (None, ''):
     raise ValueError(
-        f'vanishing_gradients: unknown scale {arg!r}; allowed: smoke, paper, '
+        f'vanishing_gradients: unknown scale {arg!r}; allowed: {", ".join(SCALES)}, '
         'or none for the default.')
   return c

@@ -23,6 +23,15 @@ turns the gradient, global-norm clipping only shortens it (cosine 1), and
 per-tensor norm clipping keeps each tensor's direction (per-tensor cosine 1)
 but not the whole one.
 
+Runs (``runs/`` of the workdir, each resumed after a kill and skipped once
+complete): ``probe`` (part 1); ``train-<activation>-<arch>``, the arms of
+part 2 that share a network (their inits differ) times the seeds, trained as
+one vmapped program; ``clip-<rule>``, each rule's seeds as one grid. Seeds
+differ in initialization (init key ``seed``, dropout key ``seed + 10000``);
+the data and their order are drawn by ``data.seed`` and shared by every run.
+A replica's non-finite steps are its own (the step count minus the
+optimizer's count of updates).
+
 The probe and the cosines use training mode (BatchNorm on batch statistics),
 which is the gradient the training step sees. Outputs: ``results.md``,
 ``results.json``, ``probe_grad_norms.png``, ``probe_act_var.png``,
@@ -32,6 +41,8 @@ which is the gradient the training step sees. Outputs: ``results.md``,
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Callable, NamedTuple
 
@@ -139,8 +150,9 @@ def validate(config) -> None:
   common.require(config.train_depth >= 1, 'train_depth', config.train_depth, '>= 1')
   common.require(config.num_seeds >= 1, 'num_seeds', config.num_seeds, '>= 1')
   common.require(config.num_steps >= 1, 'num_steps', config.num_steps, '>= 1')
-  common.require(0 <= config.eval_every <= config.num_steps, 'eval_every', config.eval_every,
-                 f'in [0, num_steps={config.num_steps}]')
+  common.require(config.log_every >= 1, 'log_every', config.log_every, '>= 1')
+  common.require(0 <= config.train.eval_every <= config.num_steps, 'train.eval_every',
+                 config.train.eval_every, f'in [0, num_steps={config.num_steps}]')
   o = config.optimizer
   common.require(o.name in OPTIMIZERS, 'optimizer.name', o.name, 'one of ' + ', '.join(OPTIMIZERS))
   common.require(o.learning_rate > 0, 'optimizer.learning_rate', o.learning_rate, '> 0')
@@ -158,8 +170,6 @@ def validate(config) -> None:
   common.require(1 <= k.num_points <= k.num_steps, 'clip.num_points', k.num_points,
                  f'in [1, clip.num_steps={k.num_steps}]')
   common.require(k.num_seeds >= 1, 'clip.num_seeds', k.num_seeds, '>= 1')
-  common.require(config.train.batch_size == config.data.batch_size, 'train.batch_size',
-                 config.train.batch_size, f'equal to data.batch_size={config.data.batch_size}')
   trainer_lib.validate_config(config.train)
   for arm in probe_arms + sweep_arms + train_arms:
     models.build_model(model_config(config, arm, config.probe.depth))
@@ -214,119 +224,173 @@ def ratio_text(r: float) -> str:
   return {True: 'overflow', False: 'underflow'}[bool(r > 0)] if np.isinf(r) else 'undefined'
 
 
-def run_probes(config, x, y) -> tuple[dict, dict]:
-  cache = {}
+def run_probes(config, x, y) -> dict:
+  """``at_depth`` (label -> probe at ``probe.depth``) and ``sweep`` (label ->
+  depth as a string -> log10 ratio); an (arm, depth) probed once."""
+  probed = {}
 
   def probe(arm, depth):
-    if (arm, depth) not in cache:
+    if (arm, depth) not in probed:
       logging.info('vanishing_gradients: probe %s at depth %d', arm.label, depth)
-      cache[(arm, depth)] = probe_at_init(config, arm, depth, x, y)
-    return cache[(arm, depth)]
+      probed[(arm, depth)] = probe_at_init(config, arm, depth, x, y)
+    return probed[(arm, depth)]
 
   at_depth = {arm.label: probe(arm, config.probe.depth)
               for arm in parse_arms(config.probe.arms, 'probe.arms')}
-  sweep = {arm.label: {int(d): grad_ratio(probe(arm, d)) for d in config.probe.depth_sweep}
+  sweep = {arm.label: {str(d): grad_ratio(probe(arm, d)) for d in config.probe.depth_sweep}
            for arm in parse_arms(config.probe.sweep_arms, 'probe.sweep_arms')}
-  return at_depth, sweep
+  return dict(at_depth=at_depth, sweep=sweep)
+
+
+# --- the data ------------------------------------------------------------------
+
+
+class Data(NamedTuple):
+  """The data set, its train/test arrays and the probe batch."""
+  ds: object
+  eval_sets: dict
+  probe_batch: tuple
+
+
+def load_data(config) -> Data:
+  ds = data_lib.get_dataset(config.data)
+  x, y = ds.arrays('train')
+  xt, yt = ds.arrays('test')
+  n = min(config.probe.batch_size, len(y))
+  return Data(ds, dict(train=dict(x=x, y=y), test=dict(x=xt, y=yt)), (x[:n], y[:n]))
 
 
 # --- part 2: training ----------------------------------------------------------
 
 
-def make_optimizer(o) -> optim.GradientTransformation:
-  builders = {
-      'sgd': lambda: optim.sgd(o.learning_rate),
-      'momentum': lambda: optim.sgd(o.learning_rate, momentum=o.momentum),
-      'adam': lambda: optim.adam(o.learning_rate),
-  }
-  return builders[o.name]()
+def optimizer(o) -> optim.GradientTransformation:
+  """``config.optimizer`` by name; its numbers live in the optimizer state."""
+  if o.name == 'momentum':
+    return optim.make('sgd', o.learning_rate, momentum=o.momentum)
+  return optim.make(o.name, o.learning_rate)
 
 
-def _train_config(config, num_steps: int, snapshot_steps=()):
-  tc = config.train.copy_and_resolve_references()
-  tc.num_steps = num_steps
-  tc.log_every = min(tc.log_every, num_steps)
-  tc.eval_every = min(config.eval_every, num_steps)
-  tc.snapshot_steps = tuple(snapshot_steps)
-  # A run whose gradients overflow keeps going (those steps are skipped and
-  # counted): the count is a result of this study, not an error.
-  tc.max_nonfinite_in_row = num_steps + 1
-  return tc
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """One training run: ``replicas`` (arm, seed) trained as one vmapped
+  program. The arms share the network (their inits differ)."""
+  name: str
+  replicas: tuple
 
 
-class Shape(NamedTuple):
-  model: object      # the network with a fixed init: its apply_fn is the compiled one
-  trainer: trainer_lib.Trainer
-  tx: optim.GradientTransformation
+def train_grids(config) -> list[Grid]:
+  """One grid per network (activation, arch): its arms x the seeds."""
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  groups = {}
+  for arm in parse_arms(config.train_arms, 'train_arms'):
+    groups.setdefault((arm.activation, arm.arch), []).append(arm)
+  return [Grid(f'train-{act}-{arch}', tuple((arm, s) for arm in arms for s in seeds))
+          for (act, arch), arms in groups.items()]
 
 
-class Runner:
-  """One Trainer (one compilation) per network shape and optimizer.
+def run_config(name: str, config) -> dict:
+  """The run's ``config.json`` content, as JSON gives it back (lists, not
+  tuples), so that the Trainer's resume check compares like with like."""
+  return json.loads(json.dumps(dict(run=name, study=config.to_dict()), default=str))
 
-  Every init of a shape trains with the same apply function and the same
-  optimizer object, so that neither a new init nor a new seed recompiles.
-  """
 
-  def __init__(self, config, ds):
-    self.config, self.ds = config, ds
-    self._shapes = {}
-    x, y = ds.arrays('train')
-    xt, yt = ds.arrays('test')
-    self.eval_sets = dict(train=dict(x=x, y=y), test=dict(x=xt, y=yt))
-    n = min(config.probe.batch_size, len(y))
-    self.probe_batch = (x[:n], y[:n])
+def init_replicas(config, model, tx, replicas, depth: int, init_scale=None):
+  """``(initial variables of each replica, the stacked TrainState)``: replica
+  (arm, seed) starts from the arm's init drawn with key ``seed`` and drops
+  out with key ``seed + 10000``; every replica applies ``model``."""
+  inits = [models.init_model(model_config(config, arm, depth, init_scale),
+                             jax.random.key(seed), input_shape=tuple(config.model.input_shape))[1]
+           for arm, seed in replicas]
+  states = [state_lib.TrainState.create(apply_fn=model.apply, variables=v, tx=tx,
+                                        rng=jax.random.key(seed + 10_000))
+            for (_, seed), v in zip(replicas, inits)]
+  return inits, jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
-  def shape(self, key, arm: Arm, depth: int, make_tx: Callable, num_steps: int,
-            snapshot_steps=()) -> Shape:
-    if key not in self._shapes:
-      self._shapes[key] = Shape(
-          models.build_model(shape_config(self.config, arm, depth)),
-          trainer_lib.Trainer(_train_config(self.config, num_steps, snapshot_steps)),
-          make_tx())
-    return self._shapes[key]
 
-  def fit(self, shape: Shape, arm: Arm, depth: int, seed: int, init_scale=None,
-          eval_sets=True):
-    """Trains ``arm`` (its own init) from ``seed``; returns (init variables, FitResult)."""
-    _, variables = models.init_model(
-        model_config(self.config, arm, depth, init_scale), jax.random.key(seed),
-        input_shape=self.probe_batch[0].shape[1:])
-    state = state_lib.TrainState.create(apply_fn=shape.model.apply, variables=variables,
-                                        tx=shape.tx, rng=jax.random.key(seed + 10_000))
-    result = shape.trainer.fit(state, self.ds.train,
-                               eval_sets=self.eval_sets if eval_sets else None)
-    return variables, result
+def skipped_steps(state) -> np.ndarray:
+  """Per replica, the steps skipped as non-finite: the step counter minus the
+  optimizer's count of updates (a skipped step leaves the optimizer state as
+  it was). The Trainer's own count is of steps where any replica was."""
+  inject = [n for n in jax.tree.leaves(state.opt_state, is_leaf=_is_inject_state)
+            if _is_inject_state(n)]
+  return np.asarray(state.step) - np.asarray(inject[0].count)
+
+
+def _is_inject_state(node) -> bool:
+  return hasattr(node, 'hyperparams') and hasattr(node, 'count')
+
+
+def _replica(tree, i: int):
+  return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
+def _pick(value, i: int) -> float:
+  return float(np.asarray(value, np.float64)[i])
+
+
+def _layer_norm(row: dict, path: str):
+  """``row['layer_grad_norms'][path]``; a resumed run's rows, read back from
+  metrics.jsonl, hold it nested (``['hidden_0']['kernel']``)."""
+  node = row['layer_grad_norms']
+  if path in node:
+    return node[path]
+  for part in path.split('/'):
+    node = node[part]
+  return node
 
 
 def _variables(params, batch_stats) -> dict:
   return dict(params=params, batch_stats=batch_stats) if batch_stats else dict(params=params)
 
 
-def train_arm(config, runner: Runner, arm: Arm, seed: int) -> dict:
-  logging.info('vanishing_gradients: train %s, seed %d', arm.label, seed)
+def fit_grid(config, name: str, state, data: Data, folder: str, num_steps: int,
+             eval_sets=None, snapshot_steps=()):
+  trainer = trainer_lib.Trainer(config.train, folder, run_config=run_config(name, config))
+  fit = trainer.fit(state, data.ds.train, eval_sets, num_steps=num_steps,
+                    log_every=min(config.log_every, num_steps), snapshot_steps=snapshot_steps,
+                    name=f'{name} ({len(np.asarray(state.step))} replicas)',
+                    prefetch=data.ds.train.prefetch)
+  return trainer, fit
+
+
+def train_grid(config, grid: Grid, data: Data, folder: str) -> dict:
+  """Trains ``grid`` in ``folder`` (resuming there); per replica, what the
+  summary needs, keyed by arm label."""
   depth = config.train_depth
-  shape = runner.shape(('train', arm.activation, arm.arch), arm, depth,
-                       lambda: make_optimizer(config.optimizer), config.num_steps)
-  variables, result = runner.fit(shape, arm, depth, seed)
-  x, y = runner.probe_batch
-  before = propagation.propagation_probe(shape.model, variables, x, y, train=True)
-  after = propagation.propagation_probe(
-      shape.model, _variables(result.state.params, result.state.batch_stats), x, y,
-      train=True)
-  final = result.evals[-1]
-  steps = [e['step'] for e in result.evals]
-  return dict(
-      train_loss=final['train']['loss'], train_error=1 - final['train']['accuracy'],
-      test_loss=final['test']['loss'], test_error=1 - final['test']['accuracy'],
-      nonfinite_steps=result.nonfinite_steps,
-      seconds=result.wall_time - result.compile_time,
-      curves=dict(
-          train_loss=dict(step=steps, value=[e['train']['loss'] for e in result.evals]),
-          test_error=dict(step=steps, value=[1 - e['test']['accuracy'] for e in result.evals]),
-          first_layer_grad=dict(step=[h['step'] for h in result.history],
-                                value=[float(h['layer_grad_norms']['hidden_0/kernel'])
-                                       for h in result.history])),
-      probe_init=_probe_dict(before), probe_trained=_probe_dict(after))
+  arm0 = grid.replicas[0][0]
+  model = models.build_model(shape_config(config, arm0, depth))
+  inits, state = init_replicas(config, model, optimizer(config.optimizer), grid.replicas,
+                               depth)
+  _, fit = fit_grid(config, grid.name, state, data, folder, config.num_steps,
+                    eval_sets=data.eval_sets)
+  x, y = data.probe_batch
+  skipped = skipped_steps(fit.state)
+  steps = [e['step'] for e in fit.evals]
+  logged = [h for h in fit.history if 'layer_grad_norms' in h]  # rows of logged steps
+  out = {}
+  for i, (arm, _) in enumerate(grid.replicas):
+    trained = _variables(_replica(fit.state.params, i), _replica(fit.state.batch_stats, i))
+    before = propagation.propagation_probe(model, inits[i], x, y, train=True)
+    after = propagation.propagation_probe(model, trained, x, y, train=True)
+    final = fit.evals[-1]
+    out.setdefault(arm.label, []).append(dict(
+        train_loss=_pick(final['train']['loss'], i),
+        train_error=1 - _pick(final['train']['accuracy'], i),
+        test_loss=_pick(final['test']['loss'], i),
+        test_error=1 - _pick(final['test']['accuracy'], i),
+        nonfinite_steps=int(skipped[i]),
+        # A grid's time is shared equally among its replicas.
+        seconds=(fit.wall_time - fit.compile_time) / len(grid.replicas),
+        curves=dict(
+            train_loss=dict(step=steps, value=[_pick(e['train']['loss'], i)
+                                               for e in fit.evals]),
+            test_error=dict(step=steps, value=[1 - _pick(e['test']['accuracy'], i)
+                                               for e in fit.evals]),
+            first_layer_grad=dict(
+                step=[h['step'] for h in logged],
+                value=[_pick(_layer_norm(h, 'hidden_0/kernel'), i) for h in logged])),
+        probe_init=_probe_dict(before), probe_trained=_probe_dict(after)))
+  return out
 
 
 # --- part 3: clipping ------------------------------------------------------------
@@ -338,6 +402,11 @@ def clip_transform(name: str, k):
       'norm': lambda: optim.clip_by_norm(k.norm),
       'global_norm': lambda: optim.clip_by_global_norm(k.norm),
   }[name]()
+
+
+def clip_tx(name: str, k) -> optim.GradientTransformation:
+  sgd = optim.make('sgd', k.learning_rate)
+  return sgd if name == 'none' else optim.chain(clip_transform(name, k), sgd)
 
 
 def clip_points(k) -> list[int]:
@@ -381,41 +450,36 @@ def make_clip_stats(model, k, x, y) -> Callable:
                             jax.device_get(stats(variables)).items()}
 
 
-def clip_run(config, runner: Runner, name: str, seed: int, stats: Callable) -> dict:
+
+
+def clip_grid(config, name: str, model, data: Data, stats: Callable, folder: str) -> dict:
+  """The clipping rule ``name`` over the clip seeds, one grid, in ``folder``."""
   k = config.clip
   arm = parse_arms(k.arm, 'clip.arm')[0]
-  logging.info('vanishing_gradients: clipping %s, seed %d', name, seed)
-
-  def make_tx():
-    sgd = optim.sgd(k.learning_rate)
-    return sgd if name == 'none' else optim.chain(clip_transform(name, k), sgd)
-
-  shape = runner.shape(('clip', name), arm, k.depth, make_tx, k.num_steps, clip_points(k))
-  variables, result = runner.fit(shape, arm, k.depth, seed, init_scale=k.init_scale,
-                                 eval_sets=False)
-  along = [dict(step=0, **stats(variables))]
-  for step, snap in result.snapshots:
-    along.append(dict(step=step, **stats(_variables(snap['params'], snap['batch_stats']))))
-  train = shape.trainer.evaluate(result.state, runner.eval_sets['train'])
-  test = shape.trainer.evaluate(result.state, runner.eval_sets['test'])
-  history = result.history
+  replicas = tuple((arm, config.seed + i) for i in range(k.num_seeds))
+  inits, state = init_replicas(config, model, clip_tx(name, k), replicas, k.depth,
+                               init_scale=k.init_scale)
+  trainer, fit = fit_grid(config, f'clip-{name}', state, data, folder, k.num_steps,
+                          snapshot_steps=clip_points(k))
+  train = trainer.evaluate(fit.state, data.eval_sets['train'])
+  test = trainer.evaluate(fit.state, data.eval_sets['test'])
+  skipped = skipped_steps(fit.state)
+  history = fit.history
   logged = [h for h in history if 'grad_norm' in h]  # rows of logged steps
-  return dict(
-      loss=dict(step=[h['step'] for h in history], value=[float(h['loss']) for h in history]),
-      grad_norm=dict(step=[h['step'] for h in logged],
-                     value=[float(h['grad_norm']) for h in logged]),
-      along=along, nonfinite_steps=result.nonfinite_steps,
-      train_loss=train['loss'], test_error=1 - test['accuracy'])
-
-
-def run_clipping(config, runner: Runner) -> dict:
-  k = config.clip
-  arm = parse_arms(k.arm, 'clip.arm')[0]
-  model = models.build_model(shape_config(config, arm, k.depth))
-  stats = make_clip_stats(model, k, *runner.probe_batch)
-  return {name: [clip_run(config, runner, name, config.seed + i, stats)
-                 for i in range(k.num_seeds)]
-          for name in common.split_names(k.arms)}
+  out = []
+  for i in range(len(replicas)):
+    along = [dict(step=0, **stats(inits[i]))]
+    for step, snap in fit.snapshots:
+      along.append(dict(step=step, **stats(_variables(_replica(snap['params'], i),
+                                                      _replica(snap['batch_stats'], i)))))
+    out.append(dict(
+        loss=dict(step=[h['step'] for h in history],
+                  value=[_pick(h['loss'], i) for h in history]),
+        grad_norm=dict(step=[h['step'] for h in logged],
+                       value=[_pick(h['grad_norm'], i) for h in logged]),
+        along=along, nonfinite_steps=int(skipped[i]),
+        train_loss=_pick(train['loss'], i), test_error=1 - _pick(test['accuracy'], i)))
+  return dict(seeds=out)
 
 
 # --- summaries -------------------------------------------------------------------
@@ -628,7 +692,8 @@ def _figures(workdir, config, probes, sweep, per_arm, clip_runs):
     axes[2].set_ylabel('cosine(raw, clipped)')
     for ax in axes:
       ax.set_xlabel('step')
-      ax.legend(fontsize=7)
+      if ax.get_legend_handles_labels()[0]:  # no rule but `none`: no cosine
+        ax.legend(fontsize=7)
     k = config.clip
     fig.suptitle(f'Clipping on `{k.arm}` (init scale {k.init_scale}), depth {k.depth}, '
                  f'SGD lr {k.learning_rate}; value {k.value}, norm {k.norm} (first seed)')
@@ -710,24 +775,34 @@ def _markdown(config, probes, sweep, training, clipping, lines) -> str:
 
 def run(config, workdir):
   validate(config)
-  common.write_config(workdir, config)
-  data_cfg = config.data.copy_and_resolve_references()
-  data_cfg.seed = config.seed
-  ds = data_lib.get_dataset(data_cfg)
-  runner = Runner(config, ds)
-  probes, sweep = run_probes(config, *runner.probe_batch)
+  study = common.Study(workdir, config)
+  data = load_data(config)
+  probes = study.run('probe', lambda folder: run_probes(config, *data.probe_batch))
+  at_depth = probes['at_depth']
+  # JSON keys are strings: the depths back to ints.
+  sweep = {label: {int(d): r for d, r in by.items()} for label, by in probes['sweep'].items()}
 
-  per_arm = {arm.label: [train_arm(config, runner, arm, config.seed + i)
-                         for i in range(config.num_seeds)]
+  by_label = {}
+  for grid in train_grids(config):
+    by_label.update(study.run(grid.name, lambda folder, grid=grid: train_grid(
+        config, grid, data, folder)))
+  per_arm = {arm.label: by_label[arm.label]
              for arm in parse_arms(config.train_arms, 'train_arms')}
   training = summarize_training(per_arm)
-  clip_runs = run_clipping(config, runner)
+
+  k = config.clip
+  clip_model = models.build_model(shape_config(config, parse_arms(k.arm, 'clip.arm')[0],
+                                               k.depth))
+  stats = make_clip_stats(clip_model, k, *data.probe_batch)
+  clip_runs = {name: study.run(f'clip-{name}', lambda folder, name=name: clip_grid(
+      config, name, clip_model, data, stats, folder))['seeds']
+               for name in common.split_names(k.arms)}
   clipping = summarize_clipping(clip_runs)
-  lines = verdict(config, probes, training, clipping)
-  _figures(workdir, config, probes, sweep, per_arm, clip_runs)
+  lines = verdict(config, at_depth, training, clipping)
+  _figures(workdir, config, at_depth, sweep, per_arm, clip_runs)
   common.atomic_write(os.path.join(workdir, 'results.md'),
-                      _markdown(config, probes, sweep, training, clipping, lines))
-  results = dict(probe=probes, depth_sweep=sweep, training=training, per_arm=per_arm,
+                      _markdown(config, at_depth, sweep, training, clipping, lines))
+  results = dict(probe=at_depth, depth_sweep=sweep, training=training, per_arm=per_arm,
                  clipping=clipping, clip_runs=clip_runs, verdict=lines)
   common.write_json(os.path.join(workdir, 'results.json'), results)
   return results

@@ -1,14 +1,28 @@
-"""The vanishing-gradient study: arm parsing, config checks, the smoke scale end to end."""
+"""The vanishing-gradient study: arm parsing, config checks, grids, the smoke
+scale end to end, a workdir of another config, an interrupted study resumed."""
 
 import json
 import math
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import vanishing_gradients as config_lib
+from experiments import common
 from experiments import vanishing_gradients as study
+from research import models
+from research.train import checkpoints as ckpt_lib
+from research.train import steps as steps_lib
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('vanishing_smoke')
+  config = config_lib.get_config('smoke')
+  return config, workdir, study.run(config, str(workdir))
 
 
 def test_arms_expand_wildcards_in_order_without_repeats():
@@ -44,7 +58,8 @@ def test_arm_configs_carry_init_scale_and_arch():
     ('probe.depth_sweep', (10, 0)),
     ('train_depth', 0),
     ('num_seeds', 0),
-    ('eval_every', 41),                     # > num_steps = 40
+    ('log_every', 0),
+    ('train.eval_every', 41),               # > num_steps = 40
     ('clip.value', -1.0),
     ('clip.num_points', 41),                # > clip.num_steps = 40
     ('clip.init_scale', 0.0),
@@ -70,15 +85,51 @@ def test_default_and_paper_configs_are_valid():
   study.validate(config_lib.get_config('paper'))
 
 
-def test_smoke_runs_end_to_end(tmp_path):
+def test_arms_sharing_a_network_train_as_one_grid():
+  config = config_lib.get_config()
+  grids = {g.name: g for g in study.train_grids(config)}
+  sigmoid = grids['train-sigmoid-plain'].replicas
+  assert [(arm.label, seed) for arm, seed in sigmoid] == [
+      ('sigmoid/normal_0.01', 0), ('sigmoid/normal_0.01', 1),
+      ('sigmoid/glorot', 0), ('sigmoid/glorot', 1)]
+  assert len(grids) == 6  # sigmoid, tanh, relu, selu plain; sigmoid bn, residual
+  # Another learning rate is the same program: equal optimizers.
+  other = config.optimizer.copy_and_resolve_references()
+  other.learning_rate = 0.5
+  assert study.optimizer(other) == study.optimizer(config.optimizer)
+
+
+def test_a_replica_counts_its_own_non_finite_steps():
   config = config_lib.get_config('smoke')
-  results = study.run(config, str(tmp_path))
+  arm = study.Arm('relu', 'he')
+  model = models.build_model(study.shape_config(config, arm, 2))
+  _, state = study.init_replicas(config, model, study.optimizer(config.optimizer),
+                                 ((arm, 0), (arm, 1)), 2)
+  # Replica 0's weights are NaN: its step is skipped, replica 1's is not.
+  state = state.replace(params=jax.tree.map(lambda p: p.at[0].set(jnp.nan), state.params))
+  batch = dict(x=jnp.ones((4, 40)), y=jnp.arange(4))
+  step = jax.jit(steps_lib.train_step, static_argnames='spec')
+  for _ in range(2):
+    state, _ = step(state, batch, jnp.asarray(False), spec=steps_lib.StepSpec(replicas=True))
+  assert study.skipped_steps(state).tolist() == [2, 0]
+
+
+def test_smoke_runs_end_to_end(smoke):
+  config, workdir, results = smoke
   for name in ('config.json', 'results.json', 'results.md', 'probe_grad_norms.png',
                'probe_act_var.png', 'depth_sweep.png', 'training_curves.png',
                'trained_grad_norms.png', 'clipping.png'):
-    assert os.path.getsize(tmp_path / name) > 0, name
-  json.loads((tmp_path / 'results.json').read_text())
-  md = (tmp_path / 'results.md').read_text()
+    assert os.path.getsize(workdir / name) > 0, name
+  json.loads((workdir / 'results.json').read_text())
+  names = ['probe'] + [g.name for g in study.train_grids(config)] + [
+      f'clip-{n}' for n in common.split_names(config.clip.arms)]
+  assert sorted(os.listdir(workdir / 'runs')) == sorted(names)
+  for name in names:
+    status = json.loads((workdir / 'runs' / name / 'status.json').read_text())
+    assert status['status'] == 'complete', name
+  assert any(d.isdigit() for d in os.listdir(workdir / 'runs' / 'train-relu-plain' /
+                                             'checkpoints'))
+  md = (workdir / 'results.md').read_text()
   assert '## Clipping where the gradients explode' in md and '## Training at depth 6' in md
 
   probes = results['probe']
@@ -117,3 +168,64 @@ def test_smoke_runs_end_to_end(tmp_path):
   value_run = results['clip_runs']['value'][0]
   assert value_run['nonfinite_steps'] == 0
   assert math.isfinite(value_run['train_loss'])
+
+
+def test_a_workdir_of_another_config_is_refused(smoke):
+  config, workdir, _ = smoke
+  other = config_lib.get_config('smoke')
+  other.clip.value = 2.0
+  before = {p: p.stat().st_mtime_ns for p in workdir.rglob('*')}
+  with pytest.raises(common.StudyConfigError, match=r'first difference: clip\.value'):
+    study.run(other, str(workdir))
+  assert {p: p.stat().st_mtime_ns for p in workdir.rglob('*')} == before
+
+
+def _without_timings(tree) -> str:
+  """The results as JSON text without the timings (NaN, the loss of a run
+  that diverged, compares equal as text)."""
+  def strip(t):
+    if isinstance(t, dict):
+      return {k: strip(v) for k, v in t.items() if k != 'seconds'}
+    if isinstance(t, (list, tuple)):
+      return [strip(v) for v in t]
+    return t
+  return json.dumps(strip(tree), sort_keys=True)
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_an_interrupted_study_resumes_and_ends_with_the_same_results(tmp_path, monkeypatch,
+                                                                     caplog):
+  config = config_lib.get_config('smoke')
+  config.probe.arms = config.probe.sweep_arms = 'relu/he'
+  config.probe.depth_sweep = (10,)
+  config.num_seeds = 2
+  config.clip.arms = 'none'
+  want = study.run(config, str(tmp_path / 'ref'))
+  # Interrupted in the training grid, right after its first checkpoint.
+  workdir = tmp_path / 'killed'
+  save = ckpt_lib.Checkpoints.save
+
+  def save_then_die(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    if 'train-relu-plain' in self.directory and step == 20:
+      raise _Killed()
+
+  monkeypatch.setattr(ckpt_lib.Checkpoints, 'save', save_then_die)
+  with pytest.raises(_Killed):
+    study.run(config, str(workdir))
+  monkeypatch.undo()
+  runs = workdir / 'runs'
+  assert json.loads((runs / 'probe' / 'status.json').read_text())['status'] == 'complete'
+  assert json.loads((runs / 'train-relu-plain' / 'status.json').read_text())['status'] == (
+      'running')
+  assert not (runs / 'clip-none').exists()
+  with caplog.at_level('INFO'):
+    got = study.run(config, str(workdir))
+  assert 'run probe: complete, skipped' in caplog.text
+  assert 'resumed from step 20' in caplog.text
+  assert _without_timings(got) == _without_timings(want)
+  assert (_without_timings(json.loads((workdir / 'results.json').read_text()))
+          == _without_timings(json.loads((tmp_path / 'ref' / 'results.json').read_text())))
