@@ -200,6 +200,8 @@ def _check_finite_state(state, step: int, what: str = 'checkpoint') -> None:
 
 
 def _config_for_comparison(config_json: dict) -> dict:
+  # Through JSON as config.json was written: tuples read back as lists.
+  config_json = json.loads(json.dumps(config_json, sort_keys=True, default=str))
   cfg = dict(config_json.get('config', config_json))
   cfg.pop('resume', None)
   if isinstance(cfg.get('train'), dict):
