@@ -3,8 +3,9 @@ for MNIST and Fashion-MNIST."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
@@ -44,6 +45,8 @@ class CNN1D(nn.Module):
   batch_norm: bool = False
   bn_momentum: float = 0.9
   bn_axis_name: Optional[str] = None
+  dtype: Optional[Any] = None      # compute; None: the inputs' and params'
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, mc_dropout: bool = False):
@@ -56,6 +59,7 @@ class CNN1D(nn.Module):
           self.channels, (k,), strides=(self.stride,),
           padding=((self.padding, self.padding),), use_bias=not self.batch_norm,
           kernel_init=layers.kernel_init(self),
+          **layers.dtype_kwargs(self),
           bias_init=initializers_lib.bias_init, name=name,
       )(h)
       if self.batch_norm:
@@ -67,6 +71,7 @@ class CNN1D(nn.Module):
     return nn.Dense(
         self.num_classes, kernel_init=layers.kernel_init(self),
         bias_init=initializers_lib.bias_init, name='head',
+        **layers.dtype_kwargs(self),
     )(h)
 
 
@@ -92,6 +97,8 @@ class CNN(nn.Module):
   batch_norm: bool = False
   bn_momentum: float = 0.9
   bn_axis_name: Optional[str] = None
+  dtype: Optional[Any] = None      # compute; None: the inputs' and params'
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, mc_dropout: bool = False):
@@ -103,6 +110,7 @@ class CNN(nn.Module):
       h = nn.Conv(
           f, (3, 3), padding='SAME', use_bias=not self.batch_norm,
           kernel_init=layers.kernel_init(self),
+          **layers.dtype_kwargs(self),
           bias_init=initializers_lib.bias_init, name=name,
       )(h)
       if self.batch_norm:
@@ -115,6 +123,7 @@ class CNN(nn.Module):
     h = nn.Dense(
         self.hidden, use_bias=not self.batch_norm,
         kernel_init=layers.kernel_init(self),
+        **layers.dtype_kwargs(self),
         bias_init=initializers_lib.bias_init, name='dense',
     )(h)
     if self.batch_norm:
@@ -125,6 +134,7 @@ class CNN(nn.Module):
     return nn.Dense(
         self.num_classes, kernel_init=layers.kernel_init(self),
         bias_init=initializers_lib.bias_init, name='head',
+        **layers.dtype_kwargs(self),
     )(h)
 
 

@@ -139,7 +139,9 @@ def batch_norm(spec: Any, train: bool, name: Optional[str] = None):
 
   ``spec.bn_momentum`` follows flax: ``ra <- m * ra + (1 - m) * batch``
   (PyTorch's ``momentum=0.1`` is ``m=0.9``); ``spec.bn_axis_name`` names the
-  pmap axis for cross-replica statistics.
+  pmap axis for cross-replica statistics. The output has ``spec.dtype``;
+  the batch statistics are reduced and the running ones kept in float32
+  whatever the compute dtype (Flax's ``force_float32_reductions``).
   """
   return nn.BatchNorm(
       use_running_average=not train,
@@ -147,12 +149,30 @@ def batch_norm(spec: Any, train: bool, name: Optional[str] = None):
       epsilon=1e-5,
       axis_name=getattr(spec, 'bn_axis_name', None),
       name=name,
+      **dtype_kwargs(spec),
   )
+
+
+# Model config dtype names; 'auto' (Flax's dtype=None) computes in the dtype
+# of the inputs and params, i.e. follows config.train.precision.
+DTYPES = ('float32', 'bfloat16', 'float16')
+AUTO_DTYPE = 'auto'
+
+
+def resolve_dtype(name: str) -> Optional[Any]:
+  """A config dtype name -> a jnp dtype (``'auto'`` -> None)."""
+  return None if name == AUTO_DTYPE else jnp.dtype(name)
+
+
+def dtype_kwargs(spec: Any) -> dict:
+  """``dtype`` and ``param_dtype`` of a model, for its Flax layers."""
+  return dict(dtype=getattr(spec, 'dtype', None),
+              param_dtype=getattr(spec, 'param_dtype', jnp.float32))
 
 
 def common_config(name: str, input_shape, **fields) -> dict:
   """The config fields every model has (name, input, classes, activation,
-  init, max-norm), then the model's own ``fields``."""
+  init, max-norm, dtypes), then the model's own ``fields``."""
   return dict(
       name=name,
       input_shape=tuple(input_shape),
@@ -163,5 +183,7 @@ def common_config(name: str, input_shape, **fields) -> dict:
       init_scale=None,
       max_norm=0.0,
       max_norm_layers='hidden',
+      dtype=AUTO_DTYPE,          # compute: 'auto' (the inputs' and params') or DTYPES
+      param_dtype='float32',     # DTYPES
       **fields,
   )

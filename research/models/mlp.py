@@ -3,8 +3,9 @@ small MLP of MNIST-1D."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
@@ -39,6 +40,8 @@ class MLP(nn.Module):
     alpha_dropout: alpha dropout (for SELU) instead of standard dropout.
     batch_norm, bn_momentum, bn_axis_name: BatchNorm after each hidden Dense.
     residual: identity skip connections around hidden layers.
+    dtype, param_dtype: Flax's: the compute dtype (None: that of the inputs
+      and params) and the params' dtype.
 
   References:
     Srivastava et al., Dropout, 2014 (input and hidden dropout); Ioffe &
@@ -58,6 +61,8 @@ class MLP(nn.Module):
   batch_norm: bool = False
   bn_momentum: float = 0.9
   bn_axis_name: Optional[str] = None
+  dtype: Optional[Any] = None      # compute; None: the inputs' and params'
+  param_dtype: Any = jnp.float32
   residual: bool = False
 
   @nn.compact
@@ -73,6 +78,7 @@ class MLP(nn.Module):
           self.width,
           use_bias=not self.batch_norm,
           kernel_init=layers.kernel_init(self),
+          **layers.dtype_kwargs(self),
           bias_init=initializers_lib.bias_init,
           name=name,
       )(h)
@@ -85,6 +91,7 @@ class MLP(nn.Module):
     return nn.Dense(
         self.num_classes,
         kernel_init=layers.kernel_init(self),
+        **layers.dtype_kwargs(self),
         bias_init=initializers_lib.bias_init,
         name='head',
     )(h)

@@ -60,6 +60,16 @@ def _layer_rates(config, n: int, fn: str) -> tuple[float, ...]:
   return rates or (float(rate),) * n
 
 
+def _dtype_fields(config) -> dict[str, Any]:
+  """``dtype`` ('auto' or a name) and ``param_dtype``, checked by name."""
+  fn = config.get('name', 'model')
+  dtype = config.get('dtype', layers.AUTO_DTYPE)
+  param_dtype = config.get('param_dtype', 'float32')
+  validation.check_choice('dtype', dtype, (layers.AUTO_DTYPE,) + layers.DTYPES, fn)
+  validation.check_choice('param_dtype', param_dtype, layers.DTYPES, fn)
+  return dict(dtype=layers.resolve_dtype(dtype), param_dtype=layers.resolve_dtype(param_dtype))
+
+
 def _activation_fields(config) -> dict[str, Any]:
   return dict(
       num_classes=config.num_classes,
@@ -67,6 +77,7 @@ def _activation_fields(config) -> dict[str, Any]:
       activation_alpha=config.get('activation_alpha'),
       init_name=config.init,
       init_scale=config.get('init_scale'),
+      **_dtype_fields(config),
   )
 
 

@@ -8,7 +8,7 @@ the ``'activations'`` collection.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax.numpy as jnp
 import ml_collections
@@ -57,6 +57,7 @@ def _conv(module, features, kernel, strides, name):
       features, (kernel, kernel), strides=(strides, strides),
       padding=((kernel // 2, kernel // 2),) * 2, use_bias=False,
       kernel_init=layers.kernel_init(module), name=name,
+      **layers.dtype_kwargs(module),
   )
 
 
@@ -70,6 +71,8 @@ class _Spec(NamedTuple):
   bn_axis_name: Optional[str]
   preact: bool = True
   shortcut: str = 'B'
+  dtype: Optional[Any] = None
+  param_dtype: Any = jnp.float32
 
 
 def _spec(model) -> _Spec:
@@ -77,6 +80,7 @@ def _spec(model) -> _Spec:
       model.activation, model.activation_alpha, model.init_name,
       model.init_scale, model.bn_momentum, model.bn_axis_name,
       getattr(model, 'preact', True), getattr(model, 'shortcut', 'B'),
+      model.dtype, model.param_dtype,
   )
 
 
@@ -150,6 +154,8 @@ class ResNet(nn.Module):
   init_scale: Optional[float] = None
   bn_momentum: float = 0.9
   bn_axis_name: Optional[str] = None
+  dtype: Optional[Any] = None      # compute; None: the inputs' and params'
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, mc_dropout: bool = False):
@@ -170,6 +176,7 @@ class ResNet(nn.Module):
     return nn.Dense(
         self.num_classes, kernel_init=layers.kernel_init(self),
         bias_init=initializers_lib.bias_init, name='head',
+        **layers.dtype_kwargs(self),
     )(h)
 
 
@@ -220,6 +227,8 @@ class WideResNet(nn.Module):
   init_scale: Optional[float] = None
   bn_momentum: float = 0.9
   bn_axis_name: Optional[str] = None
+  dtype: Optional[Any] = None      # compute; None: the inputs' and params'
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, mc_dropout: bool = False):
@@ -239,6 +248,7 @@ class WideResNet(nn.Module):
     return nn.Dense(
         self.num_classes, kernel_init=layers.kernel_init(self),
         bias_init=initializers_lib.bias_init, name='head',
+        **layers.dtype_kwargs(self),
     )(h)
 
 

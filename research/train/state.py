@@ -12,7 +12,8 @@ from research.optim import factory as optim_factory
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Params, BatchNorm statistics, optimizer state, step and PRNG key.
+  """Params, BatchNorm statistics, optimizer state, step and PRNG key (and,
+  under float16, the dynamic loss scale: ``research.train.precision``).
 
   ``rng`` is a raw ``uint32[2]`` key (``jax.random.key_data``) so that the state
   checkpoints as plain arrays; :meth:`step_key` turns it into a typed key.
@@ -26,6 +27,7 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: Any = flax.struct.field(pytree_node=False)
+  loss_scale: Any = None  # a precision.LossScale when the policy scales the loss
 
   @classmethod
   def create(cls, *, apply_fn, variables, tx, rng) -> 'TrainState':

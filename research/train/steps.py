@@ -6,8 +6,9 @@ average gradients, losses and BatchNorm statistics across devices; under
 ``jit`` (one device or sharded) the batch is global and nothing else changes.
 
 The compiled program depends on the model (``state.apply_fn``), the optimizer
-(``state.tx``) and the :class:`StepSpec` (loss, penalties, strategy) only: the
-run length, the log interval and the snapshot steps are not in it. Whether a
+(``state.tx``) and the :class:`StepSpec` (loss, penalties, strategy, precision
+policy) only: the run length, the log interval and the snapshot steps are not
+in it. Whether a
 step computes its diagnostics is the traced argument ``logged``, so runs of
 any length share one compilation through JAX's own jit cache.
 """
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.train import losses
+from research.train import precision as precision_lib
 
 DROPOUT = 0  # purposes folded into the step key
 MC_DROPOUT = 1
@@ -53,6 +55,10 @@ class StepSpec:
       the gradients only at logged steps.
     replicas: the state carries a leading replica axis (a grid of seeds and
       hyperparameters trained at once on the same batches).
+    precision: the policy (:data:`research.train.precision.POLICIES`): the
+      params and inputs are cast to its compute dtype inside the step.
+    loss_scaling: dynamic loss scaling with ``state.loss_scale`` (required
+      by 'float16'); its overflowing steps are skipped by the guard.
   """
 
   loss: Union[str, LossFn] = 'cross_entropy'
@@ -62,8 +68,12 @@ class StepSpec:
   grad_norms: bool = False
   nonfinite_check: str = 'grads'
   replicas: bool = False
+  precision: str = 'float32'
+  loss_scaling: bool = False
 
   def __post_init__(self):
+    precision_lib.uses_loss_scaling(
+        self.precision, 'dynamic' if self.loss_scaling else 'none')
     if isinstance(self.loss, str):
       losses.get_loss(self.loss)  # unknown names fail here
     elif not callable(self.loss):
@@ -172,18 +182,21 @@ def apply_model(apply_fn, variables, x, *, train: bool, rng=None):
 
 
 def model_loss(apply_fn, name: str = 'cross_entropy', l1: float = 0.0,
-               l2: float = 0.0) -> LossFn:
+               l2: float = 0.0, precision: str = 'float32') -> LossFn:
   """The built-in :data:`LossFn`: a named per-example loss of the model's
   outputs, averaged over the batch's mask, plus ``l2 sum ||W||^2 / 2 + l1
   sum |W|`` over kernels. ``aux`` holds the data loss, outputs and the new
-  BatchNorm statistics."""
+  BatchNorm statistics. Under a ``precision`` policy the model sees params
+  and inputs in its compute dtype; the loss and penalties are float32."""
   per_example = losses.get_loss(name)
+  policy = precision_lib.get_policy(precision)
 
   def loss_fn(params, batch_stats, batch, rng):
-    variables = {'params': params}
+    variables = {'params': policy.cast_to_compute(params)}
     if batch_stats:
       variables['batch_stats'] = batch_stats
-    outputs, new_stats = apply_model(apply_fn, variables, batch['x'], train=True, rng=rng)
+    outputs, new_stats = apply_model(apply_fn, variables, policy.cast_to_compute(batch['x']),
+                                     train=True, rng=rng)
     data_loss = losses.masked_mean(per_example(outputs, batch['y']), _mask(batch))
     total = data_loss
     if l2:
@@ -198,16 +211,52 @@ def model_loss(apply_fn, name: str = 'cross_entropy', l1: float = 0.0,
   return loss_fn
 
 
+def _loss_fn(state, spec: StepSpec) -> LossFn:
+  """The spec's loss under its precision policy (a custom loss gets its
+  params and ``batch['x']`` cast to the compute dtype)."""
+  if isinstance(spec.loss, str):
+    return model_loss(state.apply_fn, spec.loss, spec.l1, spec.l2, spec.precision)
+  policy = precision_lib.get_policy(spec.precision)
+  if policy.compute_dtype is None:
+    return spec.loss
+
+  def cast_loss(params, batch_stats, batch, rng):
+    batch = dict(batch, x=policy.cast_to_compute(batch['x']))
+    return spec.loss(policy.cast_to_compute(params), batch_stats, batch, rng)
+  return cast_loss
+
+
+def loss_and_grads(state, batch, key, spec: StepSpec = StepSpec()):
+  """``(objective, aux, grads)`` of the spec's loss at ``state.params``.
+
+  The gradients have the params' dtype (float32 master params under the
+  mixed policies); with loss scaling they are computed for the scaled loss
+  and divided by the scale (an overflow shows as inf or NaN).
+  """
+  loss_fn = _loss_fn(state, spec)
+  args = (state.params, state.batch_stats, batch, key)
+  if not spec.loss_scaling:
+    (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(*args)
+    return total, aux, grads
+  if state.loss_scale is None:
+    raise ValueError('StepSpec(loss_scaling=True) needs state.loss_scale; use '
+                     'research.train.precision.prepare_state(state, True).')
+  scale = state.loss_scale.scale
+
+  def scaled(*a):
+    total, aux = loss_fn(*a)
+    return total.astype(jnp.float32) * scale, (total, aux)
+
+  (_, (total, aux)), grads = jax.value_and_grad(scaled, has_aux=True)(*args)
+  grads = jax.tree.map(lambda g: (g / scale).astype(g.dtype), grads)
+  return total, aux, grads
+
+
 def _train_step(state, batch, logged, spec: StepSpec):
   key = state.step_key(DROPOUT)
   if spec.axis_name is not None:  # a different dropout mask on each device
     key = jax.random.fold_in(key, jax.lax.axis_index(spec.axis_name))
-  if isinstance(spec.loss, str):
-    loss_fn = model_loss(state.apply_fn, spec.loss, spec.l1, spec.l2)
-  else:
-    loss_fn = spec.loss
-  (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params, state.batch_stats, batch, key)
+  total, aux, grads = loss_and_grads(state, batch, key, spec)
   aux = dict(aux)
   batch_stats = aux.pop('batch_stats', state.batch_stats)
   outputs = aux.pop('outputs', None)
@@ -230,8 +279,9 @@ def _train_step(state, batch, logged, spec: StepSpec):
                       lambda _: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes),
                       None)
   # Under 'loss', the squared norm (0 on steps not logged) checks the
-  # gradients where it is computed.
-  probe = nonfinite_probe(grads) if spec.nonfinite_check == 'grads' else diag['grad_sq']
+  # gradients where it is computed; loss scaling checks them at every step.
+  probe = (nonfinite_probe(grads) if spec.nonfinite_check == 'grads' or spec.loss_scaling
+           else diag['grad_sq'])
   metrics = dict(loss=data_loss, objective=total)
   metrics.update({k: v for k, v in aux.items() if jnp.ndim(v) == 0})
   if classify:
@@ -257,10 +307,21 @@ def _train_step(state, batch, logged, spec: StepSpec):
   params, opt_state, batch_stats, lr = jax.lax.cond(finite, apply, skip)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=batch_stats)
+  overflow = None
+  if spec.loss_scaling:  # an overflow with a finite loss is the scaler's business
+    new_state = new_state.replace(
+        loss_scale=precision_lib.update_loss_scale(state.loss_scale, finite))
+    overflow = (~finite & jnp.isfinite(metrics['objective'])
+                & (state.loss_scale.scale > precision_lib.MIN_SCALE))
+    metrics['loss_scale'] = state.loss_scale.scale
+    metrics['overflow'] = overflow.astype(jnp.float32)
   metrics['grad_norm'] = jnp.sqrt(diag['grad_sq'])
   if lr is not None:  # the rate applied at this step (the last one, if skipped)
     metrics['learning_rate'] = jnp.asarray(lr, jnp.float32)
-  metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
+  # Skipped and not an overflow the loss scale can still absorb: the
+  # Trainer counts these (max_nonfinite_in_row).
+  metrics['nonfinite'] = (~finite if overflow is None else ~finite & ~overflow).astype(
+      jnp.float32)
   if spec.grad_norms:
     metrics['layer_grad_norms'] = diag['layer_grad_norms']
   return new_state, metrics
@@ -276,7 +337,9 @@ def train_step(state, batch, logged, spec: StepSpec = StepSpec()):
   The metrics hold ``loss`` (the data loss), ``objective`` (with penalties),
   ``nonfinite``, ``learning_rate`` (under ``inject_hyperparams``) and the
   scalar entries of a custom loss's ``aux`` at every step, and ``grad_norm``,
-  ``accuracy`` and ``layer_grad_norms`` (if asked) at logged steps.
+  ``accuracy`` and ``layer_grad_norms`` (if asked) at logged steps. With
+  loss scaling, ``loss_scale`` (the scale this step used) and ``overflow``
+  (1: skipped and the scale halved; not counted as ``nonfinite``).
   """
   if spec.replicas:
     return jax.vmap(_train_step, in_axes=(0, None, None, None))(state, batch, logged, spec)
@@ -299,14 +362,17 @@ def make_train_step(loss: Union[str, LossFn] = 'cross_entropy', **spec_fields):
 
 def _eval_step(state, batch, spec: StepSpec):
   mask = _mask(batch)
+  policy = precision_lib.get_policy(spec.precision)
   if isinstance(spec.loss, str):
-    outputs, _ = apply_model(state.apply_fn, state.variables, batch['x'], train=False)
+    variables = dict(state.variables, params=policy.cast_to_compute(state.params))
+    outputs, _ = apply_model(state.apply_fn, variables, policy.cast_to_compute(batch['x']),
+                             train=False)
     per_example = losses.get_loss(spec.loss)(outputs, batch['y'])
     sums = dict(loss_sum=jnp.sum(per_example * mask), count=jnp.sum(mask))
     if spec.classify:
       sums['correct'] = jnp.sum(losses.correct(outputs, batch['y']) * mask)
   else:  # a custom loss: its batch mean, weighted by the batch's count
-    loss, aux = spec.loss(state.params, state.batch_stats, batch, None)
+    loss, aux = _loss_fn(state, spec)(state.params, state.batch_stats, batch, None)
     count = jnp.sum(mask)
     sums = dict(loss_sum=aux.get('loss', loss) * count, count=count)
     if 'accuracy' in aux:
