@@ -52,6 +52,7 @@ from research.optim.plateau import *  # noqa: F401,F403
 from research.optim.saddle import *  # noqa: F401,F403
 from research.optim.alias import *  # noqa: F401,F403
 from research.optim.factory import *  # noqa: F401,F403
+from research.optim.flat import *  # noqa: F401,F403
 
 # --- submodules and names of Optax's API (losses, tree, projections, ...)
 # tree, transforms, microbatching, experimental, top-level names
