@@ -4,9 +4,10 @@
 #   ./launch.sh                          run the default study
 #   ./launch.sh STUDY[:SCALE] [--config.field=value ...] [--workdir=DIR]
 #   ./launch.sh STUDY[:SCALE] --print_config   print the resolved config
-#   ./launch.sh --multihost STUDY ...    call jax.distributed.initialize() first
+#   ./launch.sh --multihost STUDY ...    call jax.distributed.initialize() first; off
+#        SLURM/TPU add --coordinator_address=H:P --num_processes=N --process_id=I
 #   ./launch.sh test [pytest args]       run the test suite
-#   ./launch.sh bench NAME [args]        run experiments/benchmarks/NAME.py
+#   ./launch.sh bench NAME [args]        run experiments/benchmarks/NAME.py (or NAME.sh)
 #   ./launch.sh --help                   list studies and benchmarks
 #
 # On first use it creates .venv and installs the package with its test extra;
@@ -34,10 +35,11 @@ bootstrap() {
   fi
 }
 
-list_modules() {  # names of the .py files in a folder, without helpers
+list_modules() {  # names of the .py (and .sh) files in a folder, without helpers
   local dir="$1"
-  for f in "$dir"/*.py; do
-    local name; name="$(basename "$f" .py)"
+  for f in "$dir"/*.py "$dir"/*.sh; do
+    [[ -e "$f" ]] || continue
+    local name; name="$(basename "$(basename "$f" .py)" .sh)"
     [[ "$name" == __init__ || "$name" == main || "$name" == _* || "$name" == common ]] && continue
     echo "  $name"
   done
@@ -56,11 +58,11 @@ list_studies() {  # each study with the scales its config names in SCALES
 }
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "studies (configs/STUDY.py + experiments/STUDY.py; default: $DEFAULT_STUDY):"
   list_studies
-  echo "benchmarks (experiments/benchmarks/NAME.py):"
+  echo "benchmarks (experiments/benchmarks/NAME.py or .sh; device_check: the accelerator check):"
   list_modules experiments/benchmarks
 }
 
@@ -96,6 +98,10 @@ case "${1:-}" in
     shift
     name="${1:?usage: ./launch.sh bench NAME}"
     shift
+    if [[ -f "experiments/benchmarks/$name.sh" ]]; then  # a script of several steps
+      bootstrap
+      PYTHON="$VENV/bin/python" exec bash "experiments/benchmarks/$name.sh" "$@"
+    fi
     if [[ ! -f "experiments/benchmarks/$name.py" ]]; then
       echo "launch.sh: unknown benchmark '$name'; known:" >&2
       list_modules experiments/benchmarks >&2

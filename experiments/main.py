@@ -29,7 +29,18 @@ _WORKDIR = flags.DEFINE_string(
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False,
     'Call jax.distributed.initialize() first (automatic under SLURM or on a '
-    'TPU pod).')
+    'TPU pod); elsewhere give --coordinator_address, --num_processes and '
+    '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 (multi-host runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    'initialization_timeout', 300, 'Seconds to wait for every process to join.')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout', 60,
+    'Seconds without a heartbeat after which a process counts as lost; the '
+    'survivors then end with an error.')
 _PRINT_CONFIG = flags.DEFINE_bool(
     'print_config', False, 'Print the resolved config and exit.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Study config file.')
@@ -111,6 +122,73 @@ def _fail(message: str):
   sys.exit(2)
 
 
+class PeerLostError(RuntimeError):
+  """A process of a multi-host run stopped answering."""
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None, *,
+                           initialization_timeout: int = 300,
+                           heartbeat_timeout: int = 60) -> None:
+  """``jax.distributed.initialize`` with explicit timeouts.
+
+  Unset arguments come from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+  and ``JAX_PROCESS_ID``, then from SLURM / TPU detection. A process that
+  misses heartbeats for ``heartbeat_timeout`` seconds counts as lost. A
+  survivor learns of a lost peer at its next collective (the connection is
+  closed), and :func:`run_multihost` ends it there with one line and status
+  75; one that reaches no collective is ended by JAX's coordination service
+  ``heartbeat_timeout`` seconds after the loss (an abort: JAX's callback).
+  """
+  import jax
+  env = os.environ
+  coordinator_address = coordinator_address or env.get('JAX_COORDINATOR_ADDRESS')
+  if num_processes is None and env.get('JAX_NUM_PROCESSES'):
+    num_processes = int(env['JAX_NUM_PROCESSES'])
+  if process_id is None and env.get('JAX_PROCESS_ID'):
+    process_id = int(env['JAX_PROCESS_ID'])
+  for name, value in (('initialization_timeout', initialization_timeout),
+                      ('heartbeat_timeout', heartbeat_timeout)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f'{name}={value!r} is invalid; allowed: an int >= 1 (seconds).')
+  try:
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes,
+        process_id=process_id, initialization_timeout=initialization_timeout,
+        heartbeat_timeout_seconds=heartbeat_timeout)
+  except ValueError as e:
+    raise ValueError(
+        f'--multihost: {e} Give --coordinator_address=HOST:PORT, --num_processes=N and '
+        '--process_id=I (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, '
+        'JAX_PROCESS_ID), or run under SLURM or on a TPU pod.') from e
+
+
+LOST_PEER_EXIT = 75
+
+
+def _lost_peer(message: str) -> None:
+  """Ends this process at once with one line: JAX's exit path would wait at
+  the shutdown barrier for the lost process and then abort."""
+  print(f'multihost: {message}', file=sys.stderr, flush=True)
+  os._exit(LOST_PEER_EXIT)
+
+
+def run_multihost(fn, *args):
+  """``fn(*args)``; in a multi-host run an exception (a collective with a
+  lost peer fails at once) prints its traceback and ends the process with
+  status 75 and one line naming the cause."""
+  import jax
+  try:
+    return fn(*args)
+  except Exception as e:
+    if jax.process_count() <= 1:
+      raise
+    import traceback
+    traceback.print_exc()
+    _lost_peer(f'process {jax.process_index()} of {jax.process_count()} stopped: '
+               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""} '
+               '(a lost peer fails the next collective)')
+
+
 def _wants_distributed() -> bool:
   if _MULTIHOST.value:
     return True
@@ -137,7 +215,12 @@ def main(argv):
     return
   import jax
   if _wants_distributed():
-    jax.distributed.initialize()
+    try:
+      initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             initialization_timeout=_INIT_TIMEOUT.value,
+                             heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
+    except ValueError as e:
+      _fail(str(e))
   module = importlib.import_module(f'experiments.{_STUDY.value}')
   try:
     if hasattr(module, 'validate'):
@@ -147,7 +230,7 @@ def main(argv):
   except (TypeError, ValueError) as e:
     _fail(str(e))
   logging.info('study %s -> %s', _STUDY.value, workdir)
-  module.run(config, workdir)
+  run_multihost(module.run, config, workdir)
   logging.info('results: %s', os.path.join(workdir, 'results.md'))
 
 
