@@ -970,3 +970,16 @@ def sgdr_restart_steps(
     ends = [e for e in _sgdr_starts(first_period, t_mult, total_steps, fn)[1:]
             if e <= total_steps]
   return [int(e) if float(e).is_integer() else e for e in ends]
+
+
+# Optax's ``schedules`` namespace also holds the hyperparameter injection
+# (``optax.schedules.inject_hyperparams``); the same objects as at the top level.
+from research.optim.base import Schedule  # noqa: E402,F401
+from research.optim.inject import (  # noqa: E402,F401
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    StatefulSchedule,
+    WrappedSchedule,
+    inject_hyperparams,
+    inject_stateful_hyperparams,
+)
