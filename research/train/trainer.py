@@ -48,6 +48,7 @@ import numpy as np
 
 from research.data import pipeline
 from research.train import checkpoints as ckpt_lib
+from research.train import flat_state
 from research.train import losses
 from research.train import metric_writers
 from research.train import parallel as parallel_lib
@@ -91,6 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
       precision='float32',      # 'float32' | 'bfloat16' | 'float16' (research.train.precision)
       loss_scaling='auto',      # 'auto' (dynamic under float16) | 'dynamic' | 'none'
       profile_steps='',         # 'a,b': a jax.profiler trace of steps a..b in <workdir>/profile
+      flat_params=False,        # params and optimizer state as flat buffers on the devices
   ))
 
 
@@ -122,6 +124,7 @@ def validate_config(c) -> None:
        ', '.join(repr(s) for s in precision_lib.LOSS_SCALINGS))
   precision_lib.uses_loss_scaling(c.get('precision', 'float32'), c.get('loss_scaling', 'auto'))
   profiling.parse_profile_steps(c.get('profile_steps', ''))
+  flat_state.check_config(c)
   if 'num_steps' in c:
     need(c.num_steps >= 1, 'num_steps', '>= 1')
   if 'log_every' in c:
@@ -205,7 +208,8 @@ def _config_for_comparison(config_json: dict) -> dict:
   cfg = dict(config_json.get('config', config_json))
   cfg.pop('resume', None)
   if isinstance(cfg.get('train'), dict):
-    cfg['train'] = {k: v for k, v in cfg['train'].items() if k != 'resume'}
+    # flat_params changes the layout on the devices, not what is computed.
+    cfg['train'] = {k: v for k, v in cfg['train'].items() if k not in ('resume', 'flat_params')}
   return cfg
 
 
@@ -336,12 +340,13 @@ class Trainer:
     if self.profile_steps and not workdir:
       raise ValueError(f'config.train.profile_steps={config.profile_steps!r} writes a '
                        'trace into the run folder; allowed only with a workdir.')
-    self.strategy = parallel_lib.make_strategy(config.parallel, self.spec)
+    self.strategy = flat_state.wrap(parallel_lib.make_strategy(config.parallel, self.spec),
+                                    config)
 
   def _set_replicas(self, replicas: bool) -> None:
     if replicas != self.strategy.spec.replicas:
-      self.strategy = parallel_lib.make_strategy(
-          self.config.parallel, dataclasses.replace(self.spec, replicas=replicas))
+      self.strategy = flat_state.wrap(parallel_lib.make_strategy(
+          self.config.parallel, dataclasses.replace(self.spec, replicas=replicas)), self.config)
 
   # --- evaluation ---------------------------------------------------------
 

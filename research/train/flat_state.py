@@ -1,0 +1,133 @@
+"""A TrainState with flat params and flat optimizer state (``flat_params``).
+
+On the devices the params are an ``optim.FlatTree`` (one buffer per dtype),
+the model reads views of them (slices XLA fuses into their consumers), their
+gradient is flat too, and the optimizer is ``optim.flat(tx)``: for an
+elementwise optimizer the whole update is one fused loop over contiguous
+memory, with no copy at all. On the host everything stays per leaf: the
+Trainer's ``host_state`` (checkpoints, snapshots, hooks, the fit result)
+converts back, so checkpoints on disk are the same with or without the flag
+and a run resumes across it.
+
+The conversion happens where the Trainer places a state on the devices and
+where it pulls one back (:class:`FlatStrategy` wraps the strategy), so the
+pure steps are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import numpy as np
+
+from research import optim
+
+
+class FlatApply:
+  """``apply_fn`` on flat params: unravels ``variables['params']`` first.
+
+  It presents the wrapped function's ``__self__`` (a Flax module) and
+  signature, so the steps call it exactly as they call the model. Equal
+  (and hashing equal) for equal model and layout: it is a static field of
+  the state, part of the jit cache key.
+  """
+
+  def __init__(self, apply_fn, layout):
+    self.apply_fn = apply_fn
+    self.layout = layout
+    module = getattr(apply_fn, '__self__', None)
+    if module is not None:
+      self.__self__ = module
+    try:
+      self.__signature__ = inspect.signature(apply_fn)
+    except (TypeError, ValueError):
+      pass
+
+  def __call__(self, variables, *args, **kwargs):
+    params = variables.get('params')
+    if isinstance(params, optim.FlatTree):
+      variables = dict(variables, params=optim.unravel(params))
+    return self.apply_fn(variables, *args, **kwargs)
+
+  def __eq__(self, other):
+    return (isinstance(other, FlatApply) and other.apply_fn == self.apply_fn
+            and other.layout == self.layout)
+
+  def __hash__(self):
+    return hash((self.apply_fn, self.layout))
+
+
+@functools.lru_cache(maxsize=64)
+def flat_tx(tx):
+  """One ``optim.flat(tx)`` per optimizer, so that jit's cache sees one object."""
+  return optim.flat(tx)
+
+
+def is_flat(state) -> bool:
+  return isinstance(getattr(state, 'params', None), optim.FlatTree)
+
+
+def to_flat(state):
+  """A per-leaf TrainState -> the flat one (params, opt_state, apply_fn, tx)."""
+  if is_flat(state) or not hasattr(state, 'tx'):
+    return state
+  if np.ndim(state.step) != 0:
+    raise ValueError('config.train.flat_params=True cannot train a state with a replica '
+                     'axis (state.create_replicas); allowed: flat_params=False for grids.')
+  tx = flat_tx(state.tx)
+  params = optim.ravel(state.params)
+  opt_state = optim.state_to_flat(tx, state.opt_state, state.params)
+  return state.replace(params=params, opt_state=opt_state,
+                       apply_fn=FlatApply(state.apply_fn, params.layout), tx=tx)
+
+
+def to_tree(state):
+  """A flat TrainState (device or host copy) -> the per-leaf one."""
+  if not is_flat(state):
+    return state
+  apply_fn = state.apply_fn.apply_fn if isinstance(state.apply_fn, FlatApply) else state.apply_fn
+  return state.replace(params=optim.unravel(state.params),
+                       opt_state=optim.state_to_tree(state.opt_state),
+                       apply_fn=apply_fn, tx=optim.flat_inner(state.tx) or state.tx)
+
+
+class FlatStrategy:
+  """A parallel strategy whose states are flat on the devices, per leaf on
+  the host; every other call goes to the wrapped strategy."""
+
+  def __init__(self, strategy):
+    self._strategy = strategy
+
+  def __getattr__(self, name) -> Any:
+    return getattr(self._strategy, name)
+
+  def place_state(self, state):
+    return self._strategy.place_state(to_flat(state))
+
+  def host(self, tree):
+    return to_tree(self._strategy.host(tree))
+
+
+def check_config(c) -> None:
+  """``flat_params`` is a bool and not combined with what needs the tree."""
+  flag = c.get('flat_params', False)
+  if not isinstance(flag, (bool, np.bool_)):
+    raise ValueError(f'config.train.flat_params={flag!r} is invalid; allowed: True, False.')
+  if not flag:
+    return
+  for field in ('l1', 'l2'):
+    if c.get(field, 0.0):
+      raise ValueError(
+          f'config.train.{field}={c[field]!r} with flat_params=True: the penalty picks '
+          f'kernels by path; allowed: {field}=0 with flat params (use weight decay).')
+  if c.get('log_grad_norms', False):
+    raise ValueError('config.train.log_grad_norms=True with flat_params=True: the '
+                     'gradient is one buffer per dtype; allowed: log_grad_norms=False.')
+
+
+def wrap(strategy, config):
+  """``strategy`` itself, or a :class:`FlatStrategy` under ``flat_params``."""
+  return FlatStrategy(strategy) if config.get('flat_params', False) else strategy
+
