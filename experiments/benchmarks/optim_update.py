@@ -44,6 +44,9 @@ _ROUNDS = flags.DEFINE_integer('rounds', 101, 'Alternating rounds per row.')
 _CALLS = flags.DEFINE_integer(
     'calls', 0, 'Calls per timing in a round; 0 picks enough for ~0.01 s.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
+_FLAT = flags.DEFINE_bool(
+    'flat', True, 'Also time optim.flat (flat params and state) and optax.flatten '
+    'against Optax per leaf, in their own alternating rounds (rows with a variant).')
 
 LR = 1e-3
 # name -> kwargs, the same for both libraries.
@@ -162,6 +165,7 @@ TREES = {
     'one_10M': lambda: [(10_000_000,)],
     'resnet20': resnet20_shapes,
     '1000x1000': lambda: [(1000,)] * 1000,
+    '200x5000': lambda: [(5000,)] * 200,
 }
 
 
@@ -199,9 +203,12 @@ def lowered_step(opt, shapes, label) -> list[str]:
 class Runner:
   """Holds one library's compiled step and its (donated) buffers."""
 
-  def __init__(self, opt, shapes, label):
-    self.grads = make_tree(shapes, 1)
-    self.params = make_tree(shapes, 0)
+  def __init__(self, opt, shapes, label, flat=False):
+    # flat: params and grads as optim.FlatTree buffers, as the Trainer with
+    # flat_params holds them (the gradient of a model on views is flat).
+    as_input = optim.ravel if flat else (lambda tree: tree)
+    self.grads = as_input(make_tree(shapes, 1))
+    self.params = as_input(make_tree(shapes, 0))
     # Copies: some states share buffers (lbfgs, in optax too), and a donated
     # buffer may appear only once among the arguments.
     self.state = jax.tree.map(jnp.copy, opt.init(self.params))
@@ -260,6 +267,36 @@ def measure(label, tree, rounds, calls):
               calls=calls, rounds=rounds, same_program=same)
 
 
+def measure_flat(label, tree, rounds, calls):
+  """Rows of variant 'flat' (optim.flat on flat params) and 'optax_flatten'
+  (optax.flatten per leaf), each against Optax per leaf, timed in the same
+  alternating rounds with the A/A control."""
+  shapes = TREES[tree]()
+  runners = dict(
+      flat=Runner(optim.flat(build(optim, label)), shapes, label, flat=True),
+      optax=Runner(build(optax, label), shapes, label),
+      optax_again=Runner(build(optax, label), shapes, label),
+      optax_flatten=Runner(optax.flatten(build(optax, label)), shapes, label),
+  )
+  if not calls:
+    calls = max(1, min(200, int(0.01 / max(runners['optax'].time(2) / 1e3, 1e-6))))
+  times = {name: [] for name in runners}
+  names = list(runners)
+  for r in range(rounds):
+    for name in names[r % 4:] + names[:r % 4]:
+      times[name].append(runners[name].time(calls))
+  paired = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+  control = paired('optax_again', 'optax')
+  spread = sorted(x / y for x, y in zip(times['optax_again'], times['optax']))
+  q = lambda p: spread[min(len(spread) - 1, int(p * len(spread)))]  # noqa: E731
+  return [dict(optimizer=label, tree=tree, variant=v, ours_ms=statistics.median(times[v]),
+               reference_ms=statistics.median(times['optax']), ratio=paired(v, 'optax'),
+               control_ratio=control, control_iqr=[q(0.25), q(0.75)],
+               flat_over_flatten=paired('flat', 'optax_flatten'), calls=calls,
+               rounds=rounds, same_program=False)
+          for v in ('flat', 'optax_flatten')]
+
+
 def main(argv):
   del argv
   known = [*OPTIMIZERS, *CONTRIB, *WRAPPED, *NO_REFERENCE]
@@ -280,6 +317,13 @@ def main(argv):
         continue
       row = measure(label, tree, _ROUNDS.value, _CALLS.value)
       rows.append(row)
+      if _FLAT.value and label not in NO_REFERENCE:
+        for v in measure_flat(label, tree, _ROUNDS.value, _CALLS.value):
+          rows.append(v)
+          print(f'{label + " [" + v["variant"] + "]":<28} {tree:<10} {v["ours_ms"]:>9.3f} '
+                f'{v["reference_ms"]:>9.3f} {v["ratio"]:>6.3f} {v["control_ratio"]:>6.3f} '
+                f'flat/flatten {v["flat_over_flatten"]:.3f}', flush=True)
+        common.write_json(f'{workdir}/results.json', rows)
       common.write_json(f'{workdir}/results.json', rows)
       if row['ratio'] is None:
         print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} {"no optax":>9}', flush=True)
@@ -287,7 +331,7 @@ def main(argv):
       print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} '
             f'{row["reference_ms"]:>9.3f} {row["ratio"]:>6.3f} {row["control_ratio"]:>6.3f} '
             f'{row["same_program"]}', flush=True)
-  paired = [r for r in rows if r['ratio'] is not None]
+  paired = [r for r in rows if r['ratio'] is not None and 'variant' not in r]
   if not paired:
     if rows:
       print(f'results: {workdir}/results.json')
@@ -299,6 +343,12 @@ def main(argv):
         f'above 1.00: {sum(r > 1.0 for r in ratios)}; A/A control (Optax against '
         f'itself) median {statistics.median(controls):.3f}, range '
         f'{min(controls):.3f}-{max(controls):.3f}, above 1.00: {sum(c > 1.0 for c in controls)}')
+  for variant in ('flat', 'optax_flatten'):
+    vrows = [r for r in rows if r.get('variant') == variant]
+    if vrows:
+      vr = [r['ratio'] for r in vrows]
+      print(f'{variant} / optax per leaf: median {statistics.median(vr):.3f}, range '
+            f'{min(vr):.3f}-{max(vr):.3f} over {len(vr)} rows')
   print(f'results: {workdir}/results.json')
 
 

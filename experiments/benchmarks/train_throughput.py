@@ -47,6 +47,8 @@ _STEPS = flags.DEFINE_integer('steps', 2000, 'Training steps per timed run.')
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds (after one warm-up round).')
 _DISPATCH = flags.DEFINE_integer('dispatch', 40, 'Steps per call (40 = one epoch).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
+_DEEP_STEPS = flags.DEFINE_integer(
+    'deep_steps', 400, 'Steps per timed run on the many-leaf model (deep_mlp); 0 skips it.')
 
 BATCH, LR, SEED = 100, 1e-3, 0
 
@@ -60,6 +62,18 @@ class MLP(nn.Module):
     return nn.Dense(10)(x)
 
 
+class DeepMLP(nn.Module):
+  """The many-leaf model: 50 Dense(64) + ReLU layers and a Dense(10) head
+  (102 parameter leaves of at most 64 x 64)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    for _ in range(50):
+      x = nn.relu(nn.Dense(64)(x))
+    return nn.Dense(10)(x)
+
+
 def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -67,16 +81,18 @@ def _peak_rss_mb() -> float:
 class Ours:
   name = 'ours (Trainer)'
   nonfinite_check = 'grads'  # the default: loss and every gradient, every step
+  model_cls, flat_params, variant = MLP, False, None
 
   def __init__(self, x, y, steps, dispatch):
+    self.steps = steps
     config = trainer_lib.default_config()
     config.update(dict(num_steps=steps, batch_size=BATCH, steps_per_dispatch=dispatch,
                        data_on_device=True, log_every=steps, checkpoints=False,
                        progress=False, tensorboard=False,
-                       nonfinite_check=self.nonfinite_check))
+                       nonfinite_check=self.nonfinite_check, flat_params=self.flat_params))
     self.trainer = trainer_lib.Trainer(config)
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
-    self.model = MLP()
+    self.model = self.model_cls()
     self.x0 = x[:1]
     # One transformation for every run: it is a static part of the state, so a
     # new one would be a new program to compile.
@@ -95,14 +111,25 @@ class OursLossCheck(Ours):
   nonfinite_check = 'loss'
 
 
+class OursDeep(Ours):
+  name = 'ours (Trainer) [deep_mlp]'
+  model_cls = DeepMLP
+
+
+class OursFlatDeep(Ours):
+  name = 'ours (Trainer, flat_params) [deep_mlp]'
+  model_cls, flat_params, variant = DeepMLP, True, 'flat'
+
+
 class JaxLoop:
   name = 'jax_loop (flax + optax, jit + scan)'
+  model_cls, variant = MLP, None
 
   def __init__(self, x, y, steps, dispatch):
     self.x, self.y = jax.device_put(x), jax.device_put(y)
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
     self.steps, self.dispatch = steps, dispatch
-    self.model, self.tx = MLP(), optax.adam(LR)
+    self.model, self.tx = self.model_cls(), optax.adam(LR)
     model, tx = self.model, self.tx
 
     def loss_fn(params, xb, yb):
@@ -135,8 +162,14 @@ class JaxLoop:
     return float(losses[-1])
 
 
+class JaxLoopDeep(JaxLoop):
+  name = 'jax_loop (flax + optax, jit + scan) [deep_mlp]'
+  model_cls = DeepMLP
+
+
 class Torch:
   name = 'torch (eager, CPU)'
+  variant = None
 
   def __init__(self, x, y, steps, dispatch):
     del dispatch
@@ -181,6 +214,9 @@ def main(argv):
     contenders.append(Torch(x, y, steps, dispatch))
   except ImportError:
     notes.append('torch is not installed: row (c) skipped (pip install torch==2.13.0).')
+  if _DEEP_STEPS.value:  # the many-leaf model, in the same alternating rounds
+    contenders += [cls(x, y, _DEEP_STEPS.value, dispatch)
+                   for cls in (OursDeep, OursFlatDeep, JaxLoopDeep)]
 
   # The process's one-time costs (backend start-up, first traces) go to a
   # short throwaway run, not to whichever contender comes first: a different
@@ -204,15 +240,21 @@ def main(argv):
   for c in contenders:
     med = statistics.median(times[c.name])
     rows.append(dict(
-        contender=c.name, steps=steps, median_seconds=med, steps_per_second=steps / med,
+        contender=c.name, variant=c.variant, steps=c.steps, median_seconds=med,
+        steps_per_second=c.steps / med,
         compile_seconds=max(first[c.name]['seconds'] - med, 0.0),
         peak_rss_growth_mb=first[c.name]['peak_rss_growth_mb'],
         final_loss=first[c.name]['loss'], runs=times[c.name]))
   # Each ratio is the median over rounds of (their time / our time) in the
   # same round, so a slow spell of the machine cancels out.
   ratios = {}
-  for key, cls in (('ours', Ours), ('ours_loss_check', OursLossCheck)):
-    for other, name in (('jax_loop', JaxLoop.name), ('torch', Torch.name)):
+  for key, cls in (('ours', Ours), ('ours_loss_check', OursLossCheck),
+                   ('deep_mlp_ours', OursDeep), ('deep_mlp_flat', OursFlatDeep)):
+    pairs = ((('jax_loop', JaxLoopDeep.name),) if key.startswith('deep_mlp')
+             else (('jax_loop', JaxLoop.name), ('torch', Torch.name)))
+    for other, name in pairs:
+      if cls.name not in times:
+        continue
       if name in times:
         ratios[f'{key}_over_{other}'] = statistics.median(
             b / a for a, b in zip(times[cls.name], times[name]))
