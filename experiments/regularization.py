@@ -15,10 +15,11 @@ Runs: each arm's seeds are one grid trained as one vmapped program (their
 states stacked on a replica axis), in ``runs/<arm>``; the early-stopping arm
 is one run per seed (``runs/early_stopping-seed<S>``), since its hook
 decides for one run. The penalties ``l1`` and ``l2`` are compiled into the
-loss, so each penalty arm is a program of its own; ``none``,
-``early_stopping`` and ``augment`` share one (the same model object, an
-equal optimizer, an equal loss). Every run checkpoints in its folder and
-resumes after a kill; a rerun skips the finished ones.
+loss, so each penalty arm is a program of its own; ``none`` and ``augment``
+share one (the same model object, an equal optimizer, an equal loss), and
+the early-stopping runs of all seeds share another (the same step without
+the replica axis). Every run checkpoints in its folder and resumes after a
+kill; a rerun skips the finished ones.
 
 Comparisons between arms are paired by seed (the same data and init): a
 difference is claimed only when its mean exceeds the standard deviation of
