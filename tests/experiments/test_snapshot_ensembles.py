@@ -84,20 +84,20 @@ def test_snapshots_are_taken_exactly_at_the_cycle_ends():
 
 def test_snapshot_arm_costs_what_the_single_model_costs():
   # Both arms train B steps of the same model; the snapshot arm also copies M
-  # snapshots to the host. Measured alternately, median of 7 after a compiling
+  # snapshots to the host. Measured alternately, median of 5 after a compiling
   # run. The measure is this process's CPU time: on a shared 2-core machine the
   # wall clock of identical runs varies by +-30% with the other processes'
   # load, while the CPU time of the same work does not.
   config = cfg_lib.get_config('smoke')
   config.train.checkpoints = False
-  config.budget_steps, config.num_snapshots = 400, 5
+  config.budget_steps, config.num_snapshots = 250, 5
   runs = dict(single=(study.single_tx(config), []),
-              snapshot=(study.snapshot_tx(config, 400, 5, 0.2), optim.snapshot_steps(400, 5)))
+              snapshot=(study.snapshot_tx(config, 250, 5, 0.2), optim.snapshot_steps(250, 5)))
   times = {k: [] for k in runs}
-  for _ in range(8):
+  for _ in range(6):
     for name, (tx, snaps) in runs.items():
       t0 = time.process_time()
-      run = _fit(config, tx, 400, snaps)
+      run = _fit(config, tx, 250, snaps)
       times[name].append(time.process_time() - t0)
   assert len(run.snapshots) == 5
   single_t = statistics.median(times['single'][1:])  # the first run compiles
@@ -136,8 +136,8 @@ def _without_timings(tree):
 
 def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
   # A run long enough to be killed in the middle of its second grid: one
-  # step per dispatch, a checkpoint every 20 of 200 steps.
-  overrides = ('--config.budget_steps=200', '--config.train.steps_per_dispatch=1',
+  # step per dispatch, a checkpoint every 20 of 120 steps.
+  overrides = ('--config.budget_steps=120', '--config.train.steps_per_dispatch=1',
                '--config.train.checkpoint_every=20', '--config.num_seeds=1',
                '--config.arms=single,snapshot')
   ref = _main(str(tmp_path / 'ref'), *overrides)
