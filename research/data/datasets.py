@@ -23,6 +23,7 @@ The steps are the same for every set:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -437,6 +438,20 @@ def _eval_batch_size(config, n: int, process_count: int) -> int:
   return min(config.batch_size, -(-n // process_count) * process_count)
 
 
+@contextlib.contextmanager
+def _config_paths(fn: str):
+  """A loader's argument errors named by their config path: the loaders take
+  the data config's fields under the same names (``TrainLoader: seed=-1``
+  -> ``config.data.seed=-1``)."""
+  try:
+    yield
+  except (TypeError, ValueError) as e:
+    message = str(e)
+    if message.startswith(f'{fn}: '):
+      raise type(e)('config.data.' + message[len(fn) + 2:]) from e
+    raise
+
+
 def get_dataset(
     config: ml_collections.ConfigDict,
     *,
@@ -477,16 +492,17 @@ def get_dataset(
     extra.update(mean=preprocess.mean, std=preprocess.std)
 
   hosts = dict(process_index=index, process_count=count)
-  train = TrainLoader(
-      raw.train,
-      config.batch_size,
-      indices=train_idx,
-      seed=config.seed,
-      shuffle=config.shuffle,
-      transform=train_transform,
-      prefetch=config.prefetch,
-      **hosts,
-  )
+  with _config_paths('TrainLoader'):
+    train = TrainLoader(
+        raw.train,
+        config.batch_size,
+        indices=train_idx,
+        seed=config.seed,
+        shuffle=config.shuffle,
+        transform=train_transform,
+        prefetch=config.prefetch,
+        **hosts,
+    )
 
   def eval_loader(source, indices):
     n = len(source) if indices is None else len(indices)

@@ -160,7 +160,8 @@ def test_unknown_name_lists_the_registered_names():
 @pytest.mark.parametrize(
     'fields,match',
     [
-        ({'batch_size': 5000}, 'larger than the split'),
+        ({'batch_size': 5000}, r'^config\.data\.batch_size=5000 is larger than the split'),
+        ({'seed': -1}, r'^config\.data\.seed=-1 is out of range'),
         ({'eval_batch_size': 1001}, 'larger than the split'),
         ({'num_folds': 1, 'fold': 0}, 'num_folds'),
         ({'num_folds': 3}, 'fold'),
