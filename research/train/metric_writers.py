@@ -135,7 +135,8 @@ def read_metrics(workdir: str, prefix: Optional[str] = None) -> list[dict]:
 def _unflatten(flat: dict) -> dict:
   """The inverse of :func:`_scalars` for one prefix: ``{'loss': 1.0,
   'loss/0': .., 'loss/1': ..}`` -> ``{'loss': [.., ..]}``; nested names
-  (``layer_grad_norms/Dense_0/kernel``) become nested dicts."""
+  (``layer_grad_norms/Dense_0/kernel``) one nested level, as the Trainer's
+  rows have them (``{'layer_grad_norms': {'Dense_0/kernel': ..}}``)."""
   out: dict = {}
   replicas = {}
   for key, value in flat.items():
@@ -149,7 +150,7 @@ def _unflatten(flat: dict) -> dict:
     if key in replicas:
       value = [replicas[key][i] for i in sorted(replicas[key])]
     node = out
-    parts = key.split('/')
+    parts = key.split('/', 1)  # one level: {'layer_grad_norms': {'Dense_0/kernel': ..}}
     for p in parts[:-1]:
       node = node.setdefault(p, {})
     node[parts[-1]] = value
