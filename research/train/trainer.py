@@ -394,15 +394,15 @@ class Trainer:
 
   def fit(self, state, data: pipeline.TrainLoader, eval_sets: Optional[dict] = None, *,
           num_steps: Optional[int] = None, log_every: Optional[int] = None,
-          snapshot_steps: Optional[Sequence[int]] = None, name: str = '',
-          prefetch: int = 2) -> FitResult:
+          snapshot_steps: Optional[Sequence[int]] = None, name: str = '') -> FitResult:
     """Trains ``state`` to step ``num_steps`` (resuming from the workdir's
     latest checkpoint if there is one).
 
     ``num_steps``, ``log_every`` and ``snapshot_steps`` default to the
     config's fields of the same names; none of them changes the compiled
-    step. ``name`` labels the progress bar and log lines; ``prefetch`` is
-    the number of host batches prepared ahead on a thread.
+    step. ``name`` labels the progress bar and log lines. The loader's
+    ``prefetch`` (``config.data.prefetch``) host batches are prepared ahead
+    on a thread.
     """
     c = self.config
     run = _Run(*_run_args(c, num_steps, log_every, snapshot_steps), name=name)
@@ -450,8 +450,9 @@ class Trainer:
       on_device = self._device_data(data)
       batches = _Closing(data.indices(step))
     else:
-      batches = pipeline.Prefetcher(data.batches(step), size=prefetch) if prefetch else \
-          _Closing(data.batches(step))
+      prefetch = getattr(data, 'prefetch', 2)
+      batches = (pipeline.Prefetcher(data.batches(step), size=prefetch) if prefetch
+                 else _Closing(data.batches(step)))
       first = next(batches)
       _check_finite(first, 'the first training batch')
       batches = _chain_first(first, batches)
