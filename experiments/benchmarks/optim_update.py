@@ -317,13 +317,6 @@ def main(argv):
         continue
       row = measure(label, tree, _ROUNDS.value, _CALLS.value)
       rows.append(row)
-      if _FLAT.value and label not in NO_REFERENCE:
-        for v in measure_flat(label, tree, _ROUNDS.value, _CALLS.value):
-          rows.append(v)
-          print(f'{label + " [" + v["variant"] + "]":<28} {tree:<10} {v["ours_ms"]:>9.3f} '
-                f'{v["reference_ms"]:>9.3f} {v["ratio"]:>6.3f} {v["control_ratio"]:>6.3f} '
-                f'flat/flatten {v["flat_over_flatten"]:.3f}', flush=True)
-        common.write_json(f'{workdir}/results.json', rows)
       common.write_json(f'{workdir}/results.json', rows)
       if row['ratio'] is None:
         print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} {"no optax":>9}', flush=True)
@@ -331,6 +324,13 @@ def main(argv):
       print(f'{label:<28} {tree:<10} {row["ours_ms"]:>9.3f} '
             f'{row["reference_ms"]:>9.3f} {row["ratio"]:>6.3f} {row["control_ratio"]:>6.3f} '
             f'{row["same_program"]}', flush=True)
+      if _FLAT.value and label not in NO_REFERENCE:
+        for v in measure_flat(label, tree, _ROUNDS.value, _CALLS.value):
+          rows.append(v)
+          print(f'{label + " [" + v["variant"] + "]":<28} {tree:<10} {v["ours_ms"]:>9.3f} '
+                f'{v["reference_ms"]:>9.3f} {v["ratio"]:>6.3f} {v["control_ratio"]:>6.3f} '
+                f'flat/flatten {v["flat_over_flatten"]:.3f}', flush=True)
+        common.write_json(f'{workdir}/results.json', rows)
   paired = [r for r in rows if r['ratio'] is not None and 'variant' not in r]
   if not paired:
     if rows:
