@@ -24,6 +24,7 @@ Usage: ./launch.sh bench optim_update [--optimizers=adam,sgd] [--trees=resnet20]
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import time
@@ -236,6 +237,26 @@ def measure_ours_only(label, tree, rounds, calls):
               rounds=rounds, same_program=None)
 
 
+def alternate(runners, rounds, calls):
+  """``rounds`` rounds timing each runner in turn: ``({name: [ms]}, calls)``."""
+  if not calls:  # enough calls that one timing lasts ~0.01 s
+    calls = max(1, min(200, int(0.01 / max(runners['optax'].time(2) / 1e3, 1e-6))))
+  times = {name: [] for name in runners}
+  names = list(runners)
+  for r in range(rounds):
+    # Rotate which goes first, so none always follows another.
+    k = r % len(names)
+    for name in names[k:] + names[:k]:
+      times[name].append(runners[name].time(calls))
+  return times, calls
+
+
+def _paired(times, a, b):
+  # Ratios are medians of the rounds' ratios: each pairs timings taken back
+  # to back, so a slow spell of the machine cancels out.
+  return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
 def measure(label, tree, rounds, calls):
   if label in NO_REFERENCE:
     return measure_ours_only(label, tree, rounds, calls)
@@ -247,17 +268,8 @@ def measure(label, tree, rounds, calls):
       # A/A control. Its ratio to the first is what timing noise alone gives.
       optax_again=Runner(build(optax, label), shapes, label),
   )
-  if not calls:  # enough calls that one timing lasts ~0.01 s
-    calls = max(1, min(200, int(0.01 / max(runners['optax'].time(2) / 1e3, 1e-6))))
-  times = {name: [] for name in runners}
-  names = list(runners)
-  for r in range(rounds):
-    # Rotate which goes first, so none always follows another.
-    for name in names[r % 3:] + names[:r % 3]:
-      times[name].append(runners[name].time(calls))
-  # Ratios are medians of the rounds' ratios: each pairs timings taken back
-  # to back, so a slow spell of the machine cancels out.
-  paired = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+  times, calls = alternate(runners, rounds, calls)
+  paired = functools.partial(_paired, times)
   # The same program for XLA means any ratio away from 1 is timing noise.
   same = (lowered_step(build(optim, label), shapes, label)
           == lowered_step(build(optax, label), shapes, label))
@@ -278,14 +290,8 @@ def measure_flat(label, tree, rounds, calls):
       optax_again=Runner(build(optax, label), shapes, label),
       optax_flatten=Runner(optax.flatten(build(optax, label)), shapes, label),
   )
-  if not calls:
-    calls = max(1, min(200, int(0.01 / max(runners['optax'].time(2) / 1e3, 1e-6))))
-  times = {name: [] for name in runners}
-  names = list(runners)
-  for r in range(rounds):
-    for name in names[r % 4:] + names[:r % 4]:
-      times[name].append(runners[name].time(calls))
-  paired = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+  times, calls = alternate(runners, rounds, calls)
+  paired = functools.partial(_paired, times)
   control = paired('optax_again', 'optax')
   spread = sorted(x / y for x, y in zip(times['optax_again'], times['optax']))
   q = lambda p: spread[min(len(spread) - 1, int(p * len(spread)))]  # noqa: E731
