@@ -45,6 +45,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 
 from experiments import common
@@ -78,6 +79,13 @@ def _require_order(field: str, order, model_config) -> None:
                  f'an int in [1, {n}] (the parameter count of {model_config.name})')
 
 
+def _check_model(field: str, model_config) -> None:
+  try:
+    models.build_model(model_config)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    raise ValueError(f'config.{field}: {e}') from None
+
+
 def validate(config) -> None:
   c = config
   parts = common.split_names(c.parts)
@@ -85,7 +93,7 @@ def validate(config) -> None:
   common.require_choices('parts', parts, PARTS)
   common.require(c.log_every >= 1, 'log_every', c.log_every, '>= 1')
   e = c.eos
-  models.build_model(e.model)  # an unknown model or a bad field fails here
+  _check_model('eos.model', e.model)  # an unknown model or a bad field fails here
   common.require(1 <= e.num_train <= NUM_TRAIN, 'eos.num_train', e.num_train,
                  f'[1, {NUM_TRAIN}]')
   opts = common.split_names(e.optimizers)
@@ -103,6 +111,9 @@ def validate(config) -> None:
   common.require(0 < e.target_accuracy <= 1, 'eos.target_accuracy', e.target_accuracy, '(0, 1]')
   common.require(e.max_steps >= e.measure_every, 'eos.max_steps', e.max_steps,
                  f'>= eos.measure_every={e.measure_every}')
+  common.require(e.adam_steps == 0 or e.adam_steps >= e.measure_every, 'eos.adam_steps',
+                 e.adam_steps, f'0 (stop at the target accuracy) or >= eos.measure_every='
+                 f'{e.measure_every}')
   _require_order('eos.lanczos_order', e.lanczos_order, e.model)
 
   f = c.flat
@@ -128,9 +139,9 @@ def validate(config) -> None:
     _require_order('flat.lanczos_order', f.lanczos_order, models.default_config(name))
 
   s = c.landscape
-  models.build_model(s.model)
   common.require(s.model.name in FLAT_MODELS, 'landscape.model.name', s.model.name,
                  'one of ' + ', '.join(FLAT_MODELS) + ' (MNIST-1D inputs)')
+  _check_model('landscape.model', s.model)
   common.require(s.direction in landscape.NORMALIZATIONS, 'landscape.direction', s.direction,
                  'one of ' + ', '.join(landscape.NORMALIZATIONS))
   common.require(s.ignore in landscape.IGNORE, 'landscape.ignore', s.ignore,
@@ -153,7 +164,7 @@ def validate(config) -> None:
 
 
 def _dataset(config, batch_size: int):
-  d = config.data.copy_and_resolve_references()
+  d = ml_collections.ConfigDict(config.data.to_dict())  # the command line's is locked
   d.batch_size = batch_size
   return data_lib.get_dataset(d)
 
@@ -227,6 +238,7 @@ def make_segment(config, loss, accuracy, tx, optimizer: str):
 
 
 def _save_progress(folder, step, params, opt_state, hist) -> None:
+  os.makedirs(folder, exist_ok=True)
   leaves = jax.tree.leaves((params, opt_state))
   tmp = os.path.join(folder, '.progress.npz')
   with open(tmp, 'wb') as f:
@@ -263,7 +275,11 @@ def eos_run(config, problem, segment, optimizer: str, eta: float, folder: str) -
   key = jax.random.key(config.seed + 1)
   diverged = False
   checkpoint_every = config.train.checkpoint_every or e.max_steps
-  while step < e.max_steps and not (hist['accuracy'] and hist['accuracy'][-1] >= e.target_accuracy):
+  # Adam with adam_steps > 0 runs that many steps: past the target accuracy.
+  last = e.adam_steps if optimizer == 'adam' and e.adam_steps else e.max_steps
+  stop_at_target = not (optimizer == 'adam' and e.adam_steps)
+  while step < last and not (stop_at_target and hist['accuracy']
+                             and hist['accuracy'][-1] >= e.target_accuracy):
     params, opt_state, out = segment(params, opt_state, jax.random.fold_in(key, step))
     out = jax.device_get(out)
     step += e.measure_every
@@ -284,7 +300,7 @@ def eos_run(config, problem, segment, optimizer: str, eta: float, folder: str) -
   summary = sharp_lib.edge_of_stability_summary(
       [s for s, _ in finite], [v for _, v in finite], threshold) if finite else dict(
           threshold=threshold, first_step=None, median_ratio=None, max_ratio=None)
-  reached = hist['accuracy'][-1] >= e.target_accuracy if hist['accuracy'] else False
+  reached = max(hist['accuracy'], default=0.0) >= e.target_accuracy
   return dict(optimizer=optimizer, eta=float(eta), threshold=threshold, steps_run=step,
               reached_target=bool(reached), diverged=diverged, summary=summary,
               final_loss=hist['loss'][-1], final_accuracy=hist['accuracy'][-1], history=hist)
@@ -308,9 +324,12 @@ def run_eos(config, study, ds) -> dict:
 # --- part 2: flat and sharp minima ------------------------------------------------------------
 
 def flat_tx(config, arm: str):
-  """SGD + momentum; SAM wraps the same SGD (Foret et al.'s ascent)."""
+  """SGD + momentum (cosine decay to 0 over the updates if asked, so that
+  every arm ends converged); SAM wraps the same SGD (Foret et al.'s ascent)."""
   f = config.flat
-  sgd = optim.make('sgd', float(f.learning_rate), momentum=float(f.momentum))
+  schedule = dict(schedule='cosine_decay_schedule',
+                  schedule_kwargs=dict(decay_steps=f.num_steps)) if f.cosine_decay else {}
+  sgd = optim.make('sgd', float(f.learning_rate), momentum=float(f.momentum), **schedule)
   if arm != 'sam':
     return sgd
   return optim.contrib.sam(sgd, optim.chain(optim.contrib.normalize(), optim.sgd(f.sam_rho)),
@@ -639,7 +658,8 @@ def _markdown(config, eos, flat, land, lines) -> str:
                    f'{s["train_loss"][0]:.3g}'))
     f = config.flat
     parts += ['## Flat and sharp minima', '',
-              f'SGD + momentum {f.momentum:g}, lr {f.learning_rate:g}, {f.num_steps} updates; '
+              f'SGD + momentum {f.momentum:g}, lr {f.learning_rate:g}'
+              f'{" with cosine decay" if f.cosine_decay else ""}, {f.num_steps} updates; '
               f'batch {f.small_batch} (small, SAM) and {f.large_batch} (large); SAM rho '
               f'{f.sam_rho:g}; {f.num_seeds} seeds (mean ± std). Hessian of the training '
               f'cross-entropy on {f.hessian_examples} training examples.', '',
