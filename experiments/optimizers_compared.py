@@ -357,8 +357,7 @@ def train_grid(config, grid: Grid, model, folder: str) -> dict:
   state = grid_state(grid, model)
   log_every = k * min(config.log_every, grid.num_steps)
   kwargs = dict(num_steps=k * grid.num_steps, log_every=log_every,
-                name=f'{grid.name} ({len(grid.replicas)} replicas)',
-                prefetch=grid.data.train.prefetch)
+                name=f'{grid.name} ({len(grid.replicas)} replicas)')
   try:
     if grid.optimizer in EVAL_PARAMS:
       history, evals, seconds = _fit_in_chunks(trainer, state, loader, grid,

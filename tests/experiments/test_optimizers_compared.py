@@ -131,7 +131,7 @@ def test_the_sam_arm_takes_both_gradients_on_the_same_batch():
   trainer = trainer_lib.Trainer(config.train)
   fit = trainer.fit(state, loader, num_steps=4, log_every=2)
   module, _ = model
-  x, y = ds.train.source.x, ds.train.source.y  # the indices are the source's
+  x, y = jnp.asarray(ds.train.source.x), jnp.asarray(ds.train.source.y)  # source indices
   w = jax.tree.map(lambda v: v[0], state.params)
 
   def loss(params, rows):
