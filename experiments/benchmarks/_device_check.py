@@ -38,7 +38,9 @@ from research.train import state as state_lib
 from research.train import steps as steps_lib
 from research.train import trainer as trainer_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The device check folder.')
+# Not 'workdir': experiments.main defines that flag, and both can be imported
+# in one process (the tests).
+_WORKDIR = flags.DEFINE_string('device_dir', None, 'The device check folder.')
 _REDUCED = flags.DEFINE_bool('reduced', False, 'Tiny model, few steps (CPU, tests).')
 _STEPS = flags.DEFINE_integer('steps', None, 'Steps per policy and parallel run.')
 _DISPATCH = flags.DEFINE_integer('dispatch', None, 'Steps per call in those runs.')

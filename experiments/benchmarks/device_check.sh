@@ -67,7 +67,7 @@ step optim_update "$PY" -m experiments.benchmarks.optim_update \
 step train_throughput "$PY" -m experiments.benchmarks.train_throughput \
   --workdir="$workdir/train_throughput" ${throughput_args[@]+"${throughput_args[@]}"}
 step device "$PY" -m experiments.benchmarks._device_check \
-  --workdir="$workdir" ${flags[@]+"${flags[@]}"}
+  --device_dir="$workdir" ${flags[@]+"${flags[@]}"}
 "$PY" -m experiments.benchmarks._device_report "$workdir"
 echo "device_check: $workdir/results.md"
 ! cut -f2 "$workdir/steps.tsv" | grep -qv '^0$'
