@@ -43,14 +43,14 @@ def _state(name='mnist1d_mlp', tx=TX, **overrides):
 
 
 def _fit(flat, parallel='none', name='mnist1d_mlp', workdir=None, num_steps=6,
-         model_kw=(), **kw):
+         model_kw=(), tx=TX, **kw):
   x, y = _data()
   c = trainer_lib.default_config()
   c.update(dict(num_steps=num_steps, log_every=1, progress=False, tensorboard=False,
                 eval_batch_size=64, parallel=parallel, flat_params=flat,
                 checkpoints=workdir is not None), **kw)
   loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), 32)
-  return trainer_lib.Trainer(c, workdir).fit(_state(name, **dict(model_kw)), loader)
+  return trainer_lib.Trainer(c, workdir).fit(_state(name, tx, **dict(model_kw)), loader)
 
 
 def _losses(result):
@@ -71,6 +71,12 @@ def test_flat_params_train_the_same_loss_curve(parallel):
 def test_cnn_with_batch_norm():
   kw = dict(name='mnist1d_cnn', model_kw=(('batch_norm', True),))
   per_leaf, flat = _fit(False, **kw), _fit(True, **kw)
+  np.testing.assert_allclose(_losses(flat), _losses(per_leaf), rtol=1e-5)
+
+
+def test_optimizer_that_needs_the_tree_runs_on_views():
+  tx = optim.lamb(3e-3)  # per-layer trust ratios: segment views, per-leaf state
+  per_leaf, flat = _fit(False, tx=tx, num_steps=4), _fit(True, tx=tx, num_steps=4)
   np.testing.assert_allclose(_losses(flat), _losses(per_leaf), rtol=1e-5)
 
 
