@@ -557,8 +557,10 @@ def _barrier_lines(land: dict) -> list[str]:
           f'(range {min(c):.4g} to {max(c):.4g}, {len(c)} paths); between independently '
           f'trained models: mean {np.mean(i):.4g} (range {min(i):.4g} to {max(i):.4g}, '
           f'{len(i)} paths): the snapshots\' barrier is {smaller}.',
-          '- A barrier > 0 means the straight path climbs above the line between its '
-          'ends: the two models sit in different basins as the linear path sees them.']
+          f'- The consecutive snapshots\' mean barrier is {np.mean(c) / np.mean(i):.2%} of the '
+          'independent models\': a barrier near 0 means the straight path does not climb '
+          'above the line between its ends (one basin, linearly connected); a large one '
+          'means two basins as the linear path sees them.']
 
 
 def _figures(workdir, config, eos, flat, land):
@@ -671,7 +673,7 @@ def _markdown(config, eos, flat, land, lines) -> str:
     s = config.landscape
     parts += ['## Loss barriers on linear paths', '',
               f'`{s.model.name}`, cyclic cosine (alpha_0 = {s.learning_rate:g}, '
-              f'{s.num_snapshots} cycles of {s.budget_steps} steps, batch {s.batch_size}), '
+              f'{s.num_snapshots} cycles in {s.budget_steps} steps, batch {s.batch_size}), '
               f'snapshots at steps {land["snapshot_steps"]}, two seeds; training loss on '
               f'{s.loss_examples} examples at {s.interpolation_points} points.', '',
               common.markdown_table(['path', 'models', 'L(0)', 'L(1)', 'max L', 'barrier'],
