@@ -21,30 +21,39 @@ from ml_collections import config_flags
 
 from experiments import common
 
-_STUDY = flags.DEFINE_string('study', None, 'Study module under experiments/.')
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None,
-    'Study directory; default runs/<study>/<timestamp>. The same command into '
-    'the same workdir resumes a killed study.')
-_MULTIHOST = flags.DEFINE_bool(
-    'multihost', False,
-    'Call jax.distributed.initialize() first (automatic under SLURM or on a '
-    'TPU pod); elsewhere give --coordinator_address, --num_processes and '
-    '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'host:port of process 0 (multi-host runs).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
-_INIT_TIMEOUT = flags.DEFINE_integer(
-    'initialization_timeout', 300, 'Seconds to wait for every process to join.')
-_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
-    'heartbeat_timeout', 60,
-    'Seconds without a heartbeat after which a process counts as lost; the '
-    'survivors then end with an error.')
-_PRINT_CONFIG = flags.DEFINE_bool(
-    'print_config', False, 'Print the resolved config and exit.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Study config file.')
-flags.mark_flags_as_required(['study', 'config'])
+# The flags are defined when this module runs as the program, not when it
+# is imported (tests import preflight; benchmarks define --workdir too).
+_STUDY = _WORKDIR = _MULTIHOST = _PRINT_CONFIG = _CONFIG = None
+_COORDINATOR = _NUM_PROCESSES = _PROCESS_ID = _INIT_TIMEOUT = _HEARTBEAT_TIMEOUT = None
+
+
+def define_flags() -> None:
+  global _STUDY, _WORKDIR, _MULTIHOST, _PRINT_CONFIG, _CONFIG
+  global _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID, _INIT_TIMEOUT, _HEARTBEAT_TIMEOUT
+  _STUDY = flags.DEFINE_string('study', None, 'Study module under experiments/.')
+  _WORKDIR = flags.DEFINE_string(
+      'workdir', None,
+      'Study directory; default runs/<study>/<timestamp>. The same command into '
+      'the same workdir resumes a killed study.')
+  _MULTIHOST = flags.DEFINE_bool(
+      'multihost', False,
+      'Call jax.distributed.initialize() first (automatic under SLURM or on a '
+      'TPU pod); elsewhere give --coordinator_address, --num_processes and '
+      '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).')
+  _COORDINATOR = flags.DEFINE_string(
+      'coordinator_address', None, 'host:port of process 0 (multi-host runs).')
+  _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+  _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
+  _INIT_TIMEOUT = flags.DEFINE_integer(
+      'initialization_timeout', 300, 'Seconds to wait for every process to join.')
+  _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+      'heartbeat_timeout', 60,
+      'Seconds without a heartbeat after which a process counts as lost; the '
+      'survivors then end with an error.')
+  _PRINT_CONFIG = flags.DEFINE_bool(
+      'print_config', False, 'Print the resolved config and exit.')
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Study config file.')
+  flags.mark_flags_as_required(['study', 'config'])
 
 
 class UsageError(Exception):
@@ -235,4 +244,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=_parse)
