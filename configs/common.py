@@ -25,12 +25,3 @@ def study_train_config(**overrides) -> ml_collections.ConfigDict:
   c.update(overrides)
   return c
 
-
-def in_memory_train_config(**overrides) -> ml_collections.ConfigDict:
-  """The older shape (run fields in the train config, no checkpoints), for
-  the studies not yet moved to :func:`study_train_config`."""
-  c = trainer_lib.default_config()
-  c.update(dict(eval_batch_size=1000, steps_per_dispatch=50, data_on_device=True,
-                checkpoints=False, tensorboard=False, progress=False))
-  c.update(overrides)
-  return c
