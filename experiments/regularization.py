@@ -271,8 +271,7 @@ def train_run(config, run: Run, ds, model, folder: str) -> dict:
   sets = eval_sets(ds)
   label = run.name + (f' ({len(run.seeds)} seeds)' if grid else '')
   fit = trainer.fit(state, ds.train, sets, num_steps=config.num_steps,
-                    log_every=min(config.log_every, config.num_steps), name=label,
-                    prefetch=ds.train.prefetch)
+                    log_every=min(config.log_every, config.num_steps), name=label)
   final = {name: trainer.evaluate(fit.state, arrays) for name, arrays in sets.items()}
   n = len(run.seeds)
   members = [jax.tree.map(lambda a, i=i: np.asarray(a)[i], fit.state.variables)

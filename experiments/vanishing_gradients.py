@@ -348,8 +348,7 @@ def fit_grid(config, name: str, state, data: Data, folder: str, num_steps: int,
   trainer = trainer_lib.Trainer(config.train, folder, run_config=run_config(name, config))
   fit = trainer.fit(state, data.ds.train, eval_sets, num_steps=num_steps,
                     log_every=min(config.log_every, num_steps), snapshot_steps=snapshot_steps,
-                    name=f'{name} ({len(np.asarray(state.step))} replicas)',
-                    prefetch=data.ds.train.prefetch)
+                    name=f'{name} ({len(np.asarray(state.step))} replicas)')
   return trainer, fit
 
 

@@ -350,9 +350,16 @@ class Trainer:
 
   # --- evaluation ---------------------------------------------------------
 
-  def evaluate(self, state, arrays) -> dict:
-    """Loss and accuracy over every example of ``arrays`` exactly once."""
-    self._set_replicas(np.ndim(state.step) == 1)
+  def evaluate(self, state, arrays, *, placed: bool = False) -> dict:
+    """Loss and accuracy over every example of ``arrays`` exactly once.
+
+    ``state`` is a host state (a FitResult's, or one a user built), or with
+    ``placed=True`` one already placed by this Trainer's strategy (under
+    pmap its leaves carry a device axis, which is not a replica axis).
+    """
+    if not placed:
+      self._set_replicas(np.ndim(state.step) == 1)
+      state = self.strategy.place_state(state)
     loader = arrays
     if isinstance(arrays, dict):
       n = len(arrays['y'])
@@ -646,7 +653,8 @@ class Trainer:
     return dict(step=step, **row)
 
   def _evaluate_and_hook(self, state, step, eval_sets, evals, writer):
-    results = {name: self.evaluate(state, arrays) for name, arrays in eval_sets.items()}
+    results = {name: self.evaluate(state, arrays, placed=True)
+               for name, arrays in eval_sets.items()}
     evals.append(dict(step=step, **results))
     if writer:
       for name, metrics in results.items():

@@ -20,9 +20,13 @@ def _bench(name, workdir, *flags):
 def test_optim_update_rows(tmp_path):
   rows = _bench('optim_update', str(tmp_path), '--optimizers=sgd,adam',
                 '--trees=resnet20', '--rounds=3', '--calls=2')
-  assert [(r['optimizer'], r['tree']) for r in rows] == [('sgd', 'resnet20'),
-                                                         ('adam', 'resnet20')]
-  for r in rows:
+  paired = [r for r in rows if 'variant' not in r]
+  assert [(r['optimizer'], r['tree']) for r in paired] == [('sgd', 'resnet20'),
+                                                           ('adam', 'resnet20')]
+  # optim.flat and optax.flatten against Optax per leaf, for each row.
+  assert sorted((r['optimizer'], r['variant']) for r in rows if 'variant' in r) == [
+      ('adam', 'flat'), ('adam', 'optax_flatten'), ('sgd', 'flat'), ('sgd', 'optax_flatten')]
+  for r in paired:
     assert r['same_program'] is True
     assert r['ours_ms'] > 0 and r['reference_ms'] > 0
     assert 0 < r['ratio'] < 10 and 0 < r['control_ratio'] < 10
@@ -31,7 +35,7 @@ def test_optim_update_rows(tmp_path):
 def test_optim_update_contrib_rows_with_extra_args(tmp_path):
   # momo takes the loss value, sophia the objective function.
   rows = _bench('optim_update', str(tmp_path), '--optimizers=momo,sophia',
-                '--trees=resnet20', '--rounds=3', '--calls=2')
+                '--trees=resnet20', '--rounds=3', '--calls=2', '--noflat')
   assert [r['optimizer'] for r in rows] == ['momo', 'sophia']
   for r in rows:
     assert r['same_program'] is True
