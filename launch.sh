@@ -83,7 +83,9 @@ case "${1:-}" in
     export PYTHONHASHSEED=0
     n_flag=()
     if [[ " $* " != *" -n "* && " $* " != *" -n="* ]]; then
-      n_flag=(-n "${TEST_WORKERS:-auto}")
+      # worksteal: an idle worker takes queued tests from a busy one, so a
+      # few long study tests do not leave a core idle at the end.
+      n_flag=(-n "${TEST_WORKERS:-auto}" --dist=worksteal)
     fi
     # A temp root of its own: pytest prunes old "pytest-of-USER/pytest-N"
     # folders, which would delete the live tmp_path of a concurrent session.

@@ -35,7 +35,7 @@ def test_optim_update_rows(tmp_path):
 def test_optim_update_contrib_rows_with_extra_args(tmp_path):
   # momo takes the loss value, sophia the objective function.
   rows = _bench('optim_update', str(tmp_path), '--optimizers=momo,sophia',
-                '--trees=resnet20', '--rounds=3', '--calls=2', '--noflat')
+                '--trees=one_10M', '--rounds=3', '--calls=2', '--noflat')
   assert [r['optimizer'] for r in rows] == ['momo', 'sophia']
   for r in rows:
     assert r['same_program'] is True

@@ -90,14 +90,14 @@ def test_snapshot_arm_costs_what_the_single_model_costs():
   # load, while the CPU time of the same work does not.
   config = cfg_lib.get_config('smoke')
   config.train.checkpoints = False
-  config.budget_steps, config.num_snapshots = 250, 5
+  config.budget_steps, config.num_snapshots = 200, 5
   runs = dict(single=(study.single_tx(config), []),
-              snapshot=(study.snapshot_tx(config, 250, 5, 0.2), optim.snapshot_steps(250, 5)))
+              snapshot=(study.snapshot_tx(config, 200, 5, 0.2), optim.snapshot_steps(200, 5)))
   times = {k: [] for k in runs}
   for _ in range(6):
     for name, (tx, snaps) in runs.items():
       t0 = time.process_time()
-      run = _fit(config, tx, 250, snaps)
+      run = _fit(config, tx, 200, snaps)
       times[name].append(time.process_time() - t0)
   assert len(run.snapshots) == 5
   single_t = statistics.median(times['single'][1:])  # the first run compiles
