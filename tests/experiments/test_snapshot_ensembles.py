@@ -1,5 +1,6 @@
 """The snapshot-ensemble study: end to end, snapshot timing, cost, bad input."""
 
+import functools
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -51,9 +53,16 @@ def test_smoke_writes_the_table_and_figures(smoke):
   assert snap['error_vs_m'][-1][0] == pytest.approx(snap['ensemble_error'][0])
 
 
+@functools.lru_cache(maxsize=None)
+def _parts(data_json: str, model_json: str):
+  """One data set and one model object per config, so the fits below share
+  their compilation (the model's apply is part of the compiled program)."""
+  ds = data_lib.get_dataset(ml_collections.ConfigDict(json.loads(data_json)))
+  return ds, models.build_model(ml_collections.ConfigDict(json.loads(model_json)))
+
+
 def _fit(config, tx, num_steps, snapshot_steps):
-  ds = data_lib.get_dataset(config.data)
-  model = models.build_model(config.model)
+  ds, model = _parts(config.data.to_json(), config.model.to_json())
   x, _ = ds.arrays('train')
   variables = model.init(jax.random.key(0), x[:1], train=False)
   state = state_lib.TrainState.create(apply_fn=model.apply, variables=variables, tx=tx,
