@@ -1,5 +1,6 @@
 """The vanishing-gradient study: arm parsing, config checks, grids, the smoke
-scale end to end, a workdir of another config, an interrupted study resumed."""
+scale end to end, a workdir of another config (the interrupted-study resume
+is tested in test_regularization.py, through the same Study and Trainer)."""
 
 import json
 import math
@@ -15,9 +16,6 @@ from experiments import common
 from experiments import vanishing_gradients as study
 from research import models
 from research.train import steps as steps_lib
-from tests.experiments.test_regularization import Killed
-from tests.experiments.test_regularization import interrupt_after_checkpoint
-from tests.experiments.test_regularization import without_timings
 
 
 @pytest.fixture(scope='module')
@@ -180,31 +178,3 @@ def test_a_workdir_of_another_config_is_refused(smoke):
   with pytest.raises(common.StudyConfigError, match=r'first difference: clip\.value'):
     study.run(other, str(workdir))
   assert {p: p.stat().st_mtime_ns for p in workdir.rglob('*')} == before
-
-
-def test_an_interrupted_study_resumes_and_ends_with_the_same_results(tmp_path, monkeypatch,
-                                                                     caplog):
-  config = config_lib.get_config('smoke')
-  config.probe.arms = config.probe.sweep_arms = 'relu/he'
-  config.probe.depth, config.probe.depth_sweep = 6, (6,)
-  config.num_seeds = 2
-  config.clip.arms = 'none'  # diverges: NaN losses and skipped steps resumed too
-  want = study.run(config, str(tmp_path / 'ref'))
-  # Interrupted in the training grid, right after its first checkpoint.
-  workdir = tmp_path / 'killed'
-  interrupt_after_checkpoint(monkeypatch, 'train-relu-plain', 20)
-  with pytest.raises(Killed):
-    study.run(config, str(workdir))
-  monkeypatch.undo()
-  runs = workdir / 'runs'
-  assert json.loads((runs / 'probe' / 'status.json').read_text())['status'] == 'complete'
-  assert json.loads((runs / 'train-relu-plain' / 'status.json').read_text())['status'] == (
-      'running')
-  assert not (runs / 'clip-none').exists()
-  with caplog.at_level('INFO'):
-    got = study.run(config, str(workdir))
-  assert 'run probe: complete, skipped' in caplog.text
-  assert 'resumed from step 20' in caplog.text
-  assert without_timings(got) == without_timings(want)
-  assert (without_timings(json.loads((workdir / 'results.json').read_text()))
-          == without_timings(json.loads((tmp_path / 'ref' / 'results.json').read_text())))
