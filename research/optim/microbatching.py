@@ -307,7 +307,9 @@ def micro_vmap(
     pipeline parallelism, 2019.
   """
   if out_axes != 0:
-    raise NotImplementedError('out_axis != 0 is not currently supported')
+    # Optax 0.2.8 refuses it too (same exception type): a limit of the API.
+    raise NotImplementedError(
+        f'micro_vmap: out_axes={out_axes!r} is not supported; allowed: 0 (as in Optax).')
   in_axes = (in_axes,) if isinstance(in_axes, int) else tuple(in_axes)
 
   def vmapped_and_reduced(*args, kwargs):
