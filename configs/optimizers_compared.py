@@ -62,6 +62,12 @@ def get_config(arg=None):
   c.momentum = 0.9                      # for 'momentum', 'nesterov' and SAM's base
   c.adamw_weight_decay = 1e-2           # PyTorch's default (optax's is 1e-4)
   c.sam_rho = 0.05                      # SAM's radius (Foret et al.'s default)
+  # Arms whose replicas run one after another in their grid's program
+  # (config.train.replica_loop='map' for them) rather than vmapped: SOAP
+  # refreshes its bases in a lax.switch on its step count, which vmap turns
+  # into every branch (eigh and QR of every side) at every step; on the CPU
+  # the vmapped SOAP grid also hung inside XLA (jax 0.10.2).
+  c.map_replicas = 'soap'
   c.num_steps = 3000
   c.log_every = 50                      # steps between logged minibatch losses
 

@@ -115,6 +115,8 @@ def validate(config) -> None:
   modern = common.split_names(c.modern_optimizers)
   common.require_choices('optimizers', opts, OPTIMIZERS)
   common.require_choices('modern_optimizers', modern, MODERN_OPTIMIZERS)
+  common.require_choices('map_replicas', common.split_names(c.map_replicas),
+                         OPTIMIZERS + MODERN_OPTIMIZERS)
   common.require(bool(opts or modern) or not sweep_models, 'optimizers', c.optimizers,
                  'a comma-separated subset of ' + ', '.join(OPTIMIZERS)
                  + ' (or modern_optimizers)')
@@ -349,6 +351,9 @@ def train_grid(config, grid: Grid, model, folder: str) -> dict:
     tc = tc.copy_and_resolve_references()
     tc.eval_every *= k
     loader = EachBatchTwice(loader)
+  if grid.optimizer in common.split_names(config.map_replicas):
+    tc = tc.copy_and_resolve_references()
+    tc.replica_loop = 'map'
   # Through JSON (tuples as lists) as the Trainer saves it: its resume check
   # compares the two and would refuse a config holding tuples.
   run_config = json.loads(json.dumps(dict(run=grid.name, study=config.to_dict()),

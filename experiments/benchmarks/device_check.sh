@@ -11,7 +11,8 @@
 # which failed and holds the tables; each step's output is in <step>.log.
 #
 # Usage: ./launch.sh bench device_check [--reduced] [--workdir=DIR] [--tests="PYTEST ARGS"]
-#   --reduced   the CPU form the tests run: a few tests, tiny benchmarks, a tiny
+#   --reduced   the CPU form the tests run: a few tests, tiny benchmarks (without
+#               the many-leaf model, which test_benchmarks.py runs), a tiny
 #               MLP instead of ResNet-20 and a few steps.
 # Environment: TEST_WORKERS (pytest workers; default 2, reduced 0), PYTHON.
 set -uo pipefail
@@ -52,7 +53,7 @@ if [[ $reduced == 1 ]]; then
   workers="${TEST_WORKERS:-0}"
   tests="${tests:-tests/train/test_precision.py -k optimizer_moment -p no:cacheprovider}"
   optim_args=(--optimizers=sgd --trees=resnet20 --rounds=1 --calls=1)
-  throughput_args=(--steps=40 --rounds=1 --dispatch=40)
+  throughput_args=(--steps=40 --rounds=1 --dispatch=40 --deep_steps=0)
 else
   tests="${tests:--p no:cacheprovider}"
 fi

@@ -30,6 +30,7 @@ DROPOUT = 0  # purposes folded into the step key
 MC_DROPOUT = 1
 
 NONFINITE_CHECKS = ('grads', 'loss')
+REPLICA_LOOPS = ('vmap', 'map')
 
 # ``loss_fn(params, batch_stats, batch, rng) -> (loss, aux)``: ``aux`` is a
 # dict; its ``batch_stats`` entry (if any) is the new BatchNorm state, its
@@ -55,6 +56,12 @@ class StepSpec:
       the gradients only at logged steps.
     replicas: the state carries a leading replica axis (a grid of seeds and
       hyperparameters trained at once on the same batches).
+    replica_loop: how a replicated step runs its replicas: 'vmap' batches
+      them into one computation; 'map' runs them one after another inside
+      the same program (``lax.map``). 'map' is for optimizers with a
+      data-dependent branch (SOAP's basis refresh): under vmap a
+      ``lax.cond`` or ``lax.switch`` on a per-replica value computes every
+      branch at every step.
     precision: the policy (:data:`research.train.precision.POLICIES`): the
       params and inputs are cast to its compute dtype inside the step.
     loss_scaling: dynamic loss scaling with ``state.loss_scale`` (required
@@ -68,10 +75,14 @@ class StepSpec:
   grad_norms: bool = False
   nonfinite_check: str = 'grads'
   replicas: bool = False
+  replica_loop: str = 'vmap'
   precision: str = 'float32'
   loss_scaling: bool = False
 
   def __post_init__(self):
+    if self.replica_loop not in REPLICA_LOOPS:
+      raise ValueError(f'replica_loop={self.replica_loop!r} is invalid; allowed: '
+                       + ', '.join(repr(x) for x in REPLICA_LOOPS) + '.')
     precision_lib.uses_loss_scaling(
         self.precision, 'dynamic' if self.loss_scaling else 'none')
     if isinstance(self.loss, str):
@@ -332,7 +343,8 @@ def train_step(state, batch, logged, spec: StepSpec = StepSpec()):
   diagnostics (accuracy, gradient norms; 0 otherwise). A step found
   non-finite leaves the state unchanged except for ``step`` and reports
   ``nonfinite = 1``. With ``spec.replicas`` the state has a leading replica
-  axis and every replica trains on the same batch.
+  axis and every replica trains on the same batch (vmapped, or one after
+  another with ``spec.replica_loop='map'``).
 
   The metrics hold ``loss`` (the data loss), ``objective`` (with penalties),
   ``nonfinite``, ``learning_rate`` (under ``inject_hyperparams``) and the
@@ -341,6 +353,8 @@ def train_step(state, batch, logged, spec: StepSpec = StepSpec()):
   loss scaling, ``loss_scale`` (the scale this step used) and ``overflow``
   (1: skipped and the scale halved; not counted as ``nonfinite``).
   """
+  if spec.replicas and spec.replica_loop == 'map':
+    return jax.lax.map(lambda s: _train_step(s, batch, logged, spec), state)
   if spec.replicas:
     return jax.vmap(_train_step, in_axes=(0, None, None, None))(state, batch, logged, spec)
   return _train_step(state, batch, logged, spec)

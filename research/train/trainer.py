@@ -93,6 +93,8 @@ def default_config() -> ml_collections.ConfigDict:
       loss_scaling='auto',      # 'auto' (dynamic under float16) | 'dynamic' | 'none'
       profile_steps='',         # 'a,b': a jax.profiler trace of steps a..b in <workdir>/profile
       flat_params=False,        # params and optimizer state as flat buffers on the devices
+      replica_loop='vmap',      # replicated state: 'vmap' | 'map' (one after another,
+                                # for optimizers that branch on their state: SOAP)
   ))
 
 
@@ -117,6 +119,8 @@ def validate_config(c) -> None:
   need(c.nonfinite_check in steps_lib.NONFINITE_CHECKS, 'nonfinite_check',
        ', '.join(repr(x) for x in steps_lib.NONFINITE_CHECKS))
   need(c.resume in ('auto', 'force', 'never'), 'resume', "'auto', 'force' or 'never'")
+  need(c.get('replica_loop', 'vmap') in steps_lib.REPLICA_LOOPS, 'replica_loop',
+       ', '.join(repr(x) for x in steps_lib.REPLICA_LOOPS))
   need(c.get('progress_seconds', 30.0) > 0, 'progress_seconds', '> 0')
   need(c.get('precision', 'float32') in precision_lib.POLICIES, 'precision',
        ', '.join(repr(p) for p in precision_lib.POLICIES))
@@ -333,6 +337,7 @@ class Trainer:
         l1=0.0 if loss_fn is not None else config.l1,
         l2=0.0 if loss_fn is not None else config.l2,
         grad_norms=config.log_grad_norms, nonfinite_check=config.nonfinite_check,
+        replica_loop=config.get('replica_loop', 'vmap'),
         precision=config.get('precision', 'float32'),
         loss_scaling=precision_lib.uses_loss_scaling(
             config.get('precision', 'float32'), config.get('loss_scaling', 'auto')))

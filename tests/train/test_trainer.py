@@ -284,6 +284,34 @@ def test_replicas_train_independent_seeds_at_once():
   assert not np.allclose(first[0], first[1])
 
 
+def test_replicas_run_one_after_another_equal_separate_runs():
+  # replica_loop='map': each replica runs the unbatched step, so SOAP's basis
+  # refresh (a lax.switch on its count) stays a branch; every 2nd step here.
+  data = _data()
+  model = TinyMLP(batch_norm=False)
+  init = lambda key: model.init(key, data['x'][:2], train=False)  # noqa: E731
+  soap = optim.inject_hyperparams(optim.soap)
+  rates = [0.01, 0.05]
+  key = jax.random.key(3)
+  stacked = state_lib.create_replicas(
+      apply_fn=model.apply, init_fn=init,
+      tx=soap(learning_rate=rates[0], precondition_frequency=2), keys=jnp.stack([key, key]),
+      hyperparams=dict(learning_rate=rates))
+  grid = trainer_lib.Trainer(_config(replica_loop='map')).fit(stacked, _loader(data),
+                                                               num_steps=6)
+  for i, lr in enumerate(rates):
+    one = state_lib.create_replicas(apply_fn=model.apply, init_fn=init, keys=key[None],
+                                    tx=soap(learning_rate=lr, precondition_frequency=2))
+    one = jax.tree.map(lambda x: x[0], one)
+    single = trainer_lib.Trainer(_config()).fit(one, _loader(data), num_steps=6)
+    for a, b in zip(jax.tree.leaves(single.state.params),
+                    jax.tree.leaves(jax.tree.map(lambda x: x[i], grid.state.params))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(*[jax.tree.leaves(grid.state.params)[-1][i] for i in (0, 1)])
+  with pytest.raises(ValueError, match=r"config.train.replica_loop='scan'.*'vmap', 'map'"):
+    trainer_lib.Trainer(_config(replica_loop='scan'))
+
+
 def test_a_grid_of_learning_rates_and_seeds_equals_separate_runs():
   data = _data()
   model = TinyMLP(batch_norm=False)
