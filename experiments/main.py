@@ -8,11 +8,15 @@ fields), a value of the wrong type or out of range (the study's
 another config. ``--print_config`` prints the resolved config and exits.
 """
 
+import contextlib
 import difflib
+import functools
 import importlib
 import os
 import re
 import sys
+import threading
+import time
 
 from absl import app
 from absl import flags
@@ -145,8 +149,10 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
   misses heartbeats for ``heartbeat_timeout`` seconds counts as lost. A
   survivor learns of a lost peer at its next collective (the connection is
   closed), and :func:`run_multihost` ends it there with one line and status
-  75; one that reaches no collective is ended by JAX's coordination service
-  ``heartbeat_timeout`` seconds after the loss (an abort: JAX's callback).
+  75. One that reaches no collective learns of it from JAX's coordination
+  service ``heartbeat_timeout`` seconds after the loss, and JAX then aborts
+  it (SIGABRT); so a :class:`_PeerWatch` ends it first, one line and status
+  75, ``heartbeat_timeout / 2`` seconds after the loss.
   """
   import jax
   env = os.environ
@@ -169,9 +175,82 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
         f'--multihost: {e} Give --coordinator_address=HOST:PORT, --num_processes=N and '
         '--process_id=I (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, '
         'JAX_PROCESS_ID), or run under SLURM or on a TPU pod.') from e
+  global _PEER_WATCH
+  from jax._src import distributed as jax_distributed
+  client = jax_distributed.global_state.client
+  if jax.process_count() > 1 and client is not None and _PEER_WATCH is None:
+    _PEER_WATCH = _PeerWatch(client, jax.process_index(), jax.process_count(),
+                             timeout=max(heartbeat_timeout / 2, 1.0))
 
 
 LOST_PEER_EXIT = 75
+
+
+class _PeerWatch:
+  """Ends this process with one line and status 75 when a peer is lost,
+  before JAX's coordination service would abort it.
+
+  Every ``interval`` seconds a daemon thread bumps this process's counter in
+  the coordination service's key-value store and reads the others'. A peer
+  whose counter has not moved for ``timeout`` seconds (half the heartbeat
+  timeout: JAX's own report of a lost process aborts; its client takes no
+  callback that Python can give), or a store that no longer answers (the
+  coordinator is gone), ends the process. A peer that finished (``done``)
+  is not watched.
+  """
+
+  PREFIX = 'research/peer_watch'
+
+  def __init__(self, client, process_id: int, num_processes: int, timeout: float):
+    self.client, self.me, self.n = client, process_id, num_processes
+    self.timeout, self.interval = timeout, min(1.0, timeout / 5)
+    self.beats = 0
+    thread = threading.Thread(target=self._run, name='peer-watch', daemon=True)
+    thread.start()
+
+  def _key(self, kind: str, i: int) -> str:
+    return f'{self.PREFIX}/{kind}/{i}'
+
+  def done(self) -> None:
+    """This process finished normally: its peers stop watching it."""
+    try:
+      self.client.key_value_set(self._key('done', self.me), '1', allow_overwrite=True)
+    except Exception:  # noqa: BLE001 - the coordinator may be gone already
+      pass
+
+  def _get(self, key: str):
+    try:
+      return self.client.key_value_try_get(key)
+    except Exception as e:  # noqa: BLE001 - a key not yet set raises NotFound
+      if 'not found' in str(e).lower() or 'notfound' in str(e).lower():
+        return None
+      raise
+
+  def _run(self) -> None:
+    seen = {i: (None, time.monotonic()) for i in range(self.n) if i != self.me}
+    while True:
+      try:
+        self.beats += 1
+        self.client.key_value_set(self._key('beat', self.me), str(self.beats),
+                                  allow_overwrite=True)
+        now = time.monotonic()
+        for i, (last, since) in list(seen.items()):
+          if self._get(self._key('done', i)) is not None:
+            del seen[i]
+            continue
+          value = self._get(self._key('beat', i))
+          if value != last:
+            seen[i] = (value, now)
+          elif now - since > self.timeout:
+            _lost_peer(f'process {i} of {self.n} has not been heard from for '
+                       f'{now - since:.0f} s (lost); process {self.me} stops')
+      except Exception as e:  # noqa: BLE001 - the store itself is gone
+        _lost_peer(f'process {self.me} of {self.n} lost the coordination service: '
+                   f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
+      time.sleep(self.interval)
+
+
+_PEER_WATCH = None
 
 
 def _lost_peer(message: str) -> None:
@@ -187,7 +266,10 @@ def run_multihost(fn, *args):
   status 75 and one line naming the cause."""
   import jax
   try:
-    return fn(*args)
+    result = fn(*args)
+    if _PEER_WATCH is not None:
+      _PEER_WATCH.done()
+    return result
   except Exception as e:
     if jax.process_count() <= 1:
       raise

@@ -295,14 +295,33 @@ def test_two_processes_one_writer_and_a_lost_peer_ends_the_survivor_cleanly(tmp_
   killed = time.time()
   _, err = procs[0].communicate(timeout=120)
   took = time.time() - killed
-  # The survivor ends within the heartbeat timeout (10 s) plus polling: with
-  # status 75 and one line when its next collective fails first (the usual
-  # case), else by JAX's coordination service (SIGABRT; see the report).
-  assert procs[0].returncode != 0, err[-3000:]
-  assert procs[0].returncode == 75 or 'heartbeat' in err, err[-3000:]
-  if procs[0].returncode == 75:
-    assert 'multihost: process 0 of 2 stopped' in err
+  # The survivor ends within the heartbeat timeout (10 s) plus polling, with
+  # status 75 and one line: when its next collective fails (the usual case)
+  # or when its peer watch misses the peer's beats first (5 s).
+  assert procs[0].returncode == 75, err[-3000:]
+  assert ('multihost: process 0 of 2 stopped' in err
+          or 'multihost: process 1 of 2 has not been heard from' in err), err[-3000:]
   assert took < 10 + 20
   procs[1].wait()
   rows = open(metrics).read().splitlines()
   assert rows and len(rows) == len(set(rows))  # process 0 alone wrote metrics
+
+
+def test_a_lost_peer_ends_a_survivor_outside_any_collective_within_the_heartbeat_timeout(
+    tmp_path):
+  # Both processes sit idle after initialization (no collective to fail):
+  # the peer watch ends the survivor after 2.5 s without the peer's beats,
+  # before JAX's coordination service (5 s heartbeat timeout) would abort it.
+  env = dict(FAULT_COORDINATOR=f'127.0.0.1:{_free_port()}', FAULT_IDLE=300,
+             FAULT_HEARTBEAT=5)
+  procs = [_spawn(tmp_path, FAULT_PROCESS_ID=i, **env) for i in range(2)]
+  for p in procs:  # both connected
+    assert p.stdout.readline().strip() == 'idle', p.communicate()[1][-3000:]
+  procs[1].send_signal(signal.SIGKILL)
+  killed = time.time()
+  _, err = procs[0].communicate(timeout=120)
+  took = time.time() - killed
+  assert procs[0].returncode == 75, err[-3000:]
+  assert 'multihost: process 1 of 2 has not been heard from' in err, err[-3000:]
+  assert 'heartbeat' not in err.lower() and took < 5, (took, err[-3000:])
+  procs[1].wait()

@@ -143,6 +143,10 @@ def main():
     initialize_distributed(os.environ['FAULT_COORDINATOR'], 2,
                            int(os.environ['FAULT_PROCESS_ID']),
                            heartbeat_timeout=int(os.environ.get('FAULT_HEARTBEAT', '10')))
+  if os.environ.get('FAULT_IDLE'):  # a process that reaches no collective
+    print('idle', flush=True)
+    time.sleep(float(os.environ['FAULT_IDLE']))
+    return
   if os.environ.get('FAULT_KILL'):
     inject(os.environ['FAULT_KILL'])
   on_first = None

@@ -20,11 +20,13 @@ def main():
   delay = float(os.environ.get('TINY_DELAY', '0'))
   parallel = os.environ.get('TINY_PARALLEL', 'none')
   if os.environ.get('TINY_COORDINATOR'):
+    # The study runner's path: explicit timeouts and the peer watch, which
+    # must not take a peer that finished first for a lost one.
+    from experiments.main import initialize_distributed
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(
-        coordinator_address=os.environ['TINY_COORDINATOR'],
-        num_processes=int(os.environ['TINY_NUM_PROCESSES']),
-        process_id=int(os.environ['TINY_PROCESS_ID']))
+    initialize_distributed(os.environ['TINY_COORDINATOR'],
+                           int(os.environ['TINY_NUM_PROCESSES']),
+                           int(os.environ['TINY_PROCESS_ID']), heartbeat_timeout=10)
 
   from research import optim
   from research.data import pipeline
@@ -54,8 +56,10 @@ def main():
       apply_fn=model.apply, variables=variables,
       tx=optim.sgd(0.05, momentum=0.9), rng=jax.random.key(1))
   trainer = trainer_lib.Trainer(config, workdir if workdir != '-' else None)
-  result = trainer.fit(state, SlowLoader(pipeline.ArraySource(x, y), 16, seed=7),
-                       eval_sets=dict(train=dict(x=x, y=y)))
+  from experiments.main import run_multihost
+  result = run_multihost(lambda: trainer.fit(
+      state, SlowLoader(pipeline.ArraySource(x, y), 16, seed=7),
+      eval_sets=dict(train=dict(x=x, y=y))))
   leaves = [np.asarray(l).astype(np.float64) for l in jax.tree.leaves(result.state.params)]
   out = dict(step=int(result.state.step), checksum=float(sum(l.sum() for l in leaves)),
              params=[l.ravel().tolist() for l in leaves])
