@@ -8,9 +8,7 @@ fields), a value of the wrong type or out of range (the study's
 another config. ``--print_config`` prints the resolved config and exits.
 """
 
-import contextlib
 import difflib
-import functools
 import importlib
 import os
 import re
@@ -52,8 +50,9 @@ def define_flags() -> None:
       'initialization_timeout', 300, 'Seconds to wait for every process to join.')
   _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
       'heartbeat_timeout', 60,
-      'Seconds without a heartbeat after which a process counts as lost; the '
-      'survivors then end with an error.')
+      'Seconds without a heartbeat after which JAX counts a process as lost; the '
+      'survivors end with one line and status 75 within half of it (outside a '
+      'collective) or at their next collective.')
   _PRINT_CONFIG = flags.DEFINE_bool(
       'print_config', False, 'Print the resolved config and exit.')
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Study config file.')
