@@ -12,6 +12,13 @@ on the generated MNIST-1D training split (4000 examples), three ways:
   (c) ``torch``: the same model and loop in PyTorch eager on the CPU (skipped
       with a note if torch is not installed: ``pip install torch==2.13.0``).
 
+And on the many-leaf model (``deep_mlp``: 50 Dense(64) layers, 102 leaves,
+``--deep_steps`` steps): the Trainer per leaf and with ``flat_params``, the
+hand-written loop, and that loop with plain SGD: the bound, since no Adam
+(flat or per leaf) costs less than SGD's ``p - lr g``. The ratio
+``deep_mlp_sgd_bound_over_jax_loop`` is then the most that any optimizer
+change can gain over the hand-written Adam loop.
+
 ``--rounds`` rounds run (a), (b), (c) in turn (the first order rotates each
 round); each contender's first run, which compiles, is reported as compile
 time and left out of the medians (a short throwaway run before it takes the
@@ -124,12 +131,13 @@ class OursFlatDeep(Ours):
 class JaxLoop:
   name = 'jax_loop (flax + optax, jit + scan)'
   model_cls, variant = MLP, None
+  make_tx = staticmethod(lambda: optax.adam(LR))
 
   def __init__(self, x, y, steps, dispatch):
     self.x, self.y = jax.device_put(x), jax.device_put(y)
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
     self.steps, self.dispatch = steps, dispatch
-    self.model, self.tx = self.model_cls(), optax.adam(LR)
+    self.model, self.tx = self.model_cls(), self.make_tx()
     model, tx = self.model, self.tx
 
     def loss_fn(params, xb, yb):
@@ -165,6 +173,13 @@ class JaxLoop:
 class JaxLoopDeep(JaxLoop):
   name = 'jax_loop (flax + optax, jit + scan) [deep_mlp]'
   model_cls = DeepMLP
+
+
+class JaxLoopDeepSGD(JaxLoopDeep):
+  """The bound: the same loop with plain SGD, the cheapest update there is.
+  No optimizer (flat or not) makes the Adam loop faster than this one."""
+  name = 'jax_loop, plain SGD (bound) [deep_mlp]'
+  make_tx = staticmethod(lambda: optax.sgd(LR))
 
 
 class Torch:
@@ -216,7 +231,7 @@ def main(argv):
     notes.append('torch is not installed: row (c) skipped (pip install torch==2.13.0).')
   if _DEEP_STEPS.value:  # the many-leaf model, in the same alternating rounds
     contenders += [cls(x, y, _DEEP_STEPS.value, dispatch)
-                   for cls in (OursDeep, OursFlatDeep, JaxLoopDeep)]
+                   for cls in (OursDeep, OursFlatDeep, JaxLoopDeep, JaxLoopDeepSGD)]
 
   # The process's one-time costs (backend start-up, first traces) go to a
   # short throwaway run, not to whichever contender comes first: a different
@@ -249,7 +264,8 @@ def main(argv):
   # same round, so a slow spell of the machine cancels out.
   ratios = {}
   for key, cls in (('ours', Ours), ('ours_loss_check', OursLossCheck),
-                   ('deep_mlp_ours', OursDeep), ('deep_mlp_flat', OursFlatDeep)):
+                   ('deep_mlp_ours', OursDeep), ('deep_mlp_flat', OursFlatDeep),
+                   ('deep_mlp_sgd_bound', JaxLoopDeepSGD)):
     pairs = ((('jax_loop', JaxLoopDeep.name),) if key.startswith('deep_mlp')
              else (('jax_loop', JaxLoop.name), ('torch', Torch.name)))
     for other, name in pairs:

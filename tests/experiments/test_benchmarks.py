@@ -45,14 +45,22 @@ def test_optim_update_contrib_rows_with_extra_args(tmp_path):
 
 def test_train_throughput_contenders_train_the_same_run(tmp_path):
   out = _bench('train_throughput', str(tmp_path), '--steps=80', '--rounds=1',
-               '--dispatch=40')
-  by = {r['contender'].split(' ')[0] + ('_loss' if "'loss'" in r['contender'] else ''): r
-        for r in out['rows']}
-  for name in ('ours', 'ours_loss', 'jax_loop'):
-    assert by[name]['steps_per_second'] > 0
-  # Same init, data order and optimizer: ours and the hand loop end at the
-  # same loss (float reassociation only).
-  assert math.isclose(by['ours']['final_loss'], by['jax_loop']['final_loss'], rel_tol=1e-3)
-  assert 'ours_over_jax_loop' in out['ratios']
+               '--dispatch=40', '--deep_steps=40')
+  from experiments.benchmarks import train_throughput as tt
+  by = {r['contender']: r for r in out['rows']}
+  for cls in (tt.Ours, tt.OursLossCheck, tt.JaxLoop, tt.OursDeep, tt.OursFlatDeep,
+              tt.JaxLoopDeep, tt.JaxLoopDeepSGD):
+    assert by[cls.name]['steps_per_second'] > 0, cls.name
+  assert by[tt.OursFlatDeep.name]['variant'] == 'flat'
+  # Same init, data order and optimizer: ours (per leaf or flat) and the hand
+  # loop end at the same loss (float reassociation only).
+  for ours, theirs in ((tt.Ours, tt.JaxLoop), (tt.OursDeep, tt.JaxLoopDeep),
+                       (tt.OursFlatDeep, tt.JaxLoopDeep)):
+    assert math.isclose(by[ours.name]['final_loss'], by[theirs.name]['final_loss'],
+                         rel_tol=1e-3), ours.name
+  for key in ('ours_over_jax_loop', 'deep_mlp_ours_over_jax_loop',
+              'deep_mlp_flat_over_jax_loop', 'deep_mlp_sgd_bound_over_jax_loop'):
+    assert key in out['ratios'], key
+  by = {r['contender'].split(' ')[0]: r for r in out['rows']}
   assert ('torch' in by) == ('ours_over_torch' in out['ratios'])
   assert ('torch' in by) or any('torch is not installed' in n for n in out['notes'])
