@@ -130,6 +130,13 @@ def scale_by_soap(
   the new basis, ``m <- Q_L'^T Q_L m Q_R^T Q_R'``. A side longer than
   ``max_precond_dim`` keeps the identity; scalars and vectors run Adam.
 
+  The refresh is a ``lax.switch`` on the step count. Under ``jax.vmap`` of a
+  batched state (a grid of replicas) it becomes a select that computes every
+  branch, ``eigh`` and QR of every side, at every step; on the CPU such a
+  vmapped SOAP step also hung inside XLA (jax 0.10.2). Run replicas of SOAP
+  one after another instead (``lax.map``; the Trainer's
+  ``replica_loop='map'``).
+
   Args:
     b1: Adam's ``beta_1``, in ``[0, 1)``.
     b2: Adam's ``beta_2``, in ``[0, 1)``.
