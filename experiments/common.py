@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import re
-import tempfile
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from absl import logging
 
+from research.train import checkpoints
 from research.train import metric_writers
 
 matplotlib.use('Agg')  # Figures go to files; no display is assumed.
@@ -47,20 +47,7 @@ def new_workdir(study: str, root: Optional[str] = None) -> str:
 def atomic_write(path: str, text: str) -> None:
   """Writes ``text`` to ``path`` via a temporary file, fsync and ``os.replace``;
   the file is readable by others (0644)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  checkpoints.atomic_write_text(path, text)
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -173,6 +160,15 @@ class Study:
     # Round-trip through JSON so a fresh run returns what a rerun reads.
     with open(result_path) as f:
       return json.load(f)
+
+
+def run_part(study: Study, name: str, compute: Callable[[], dict]) -> dict:
+  """``study.run(name, ...)`` of a part that needs no folder: ``compute()``,
+  logged with its time (a skipped, complete part too)."""
+  t0 = time.time()
+  result = study.run(name, lambda folder: compute())
+  logging.info('run %s: done in %.1fs', name, time.time() - t0)
+  return result
 
 
 def fail(field: str, value: Any, allowed: str) -> None:

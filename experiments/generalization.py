@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -477,18 +475,11 @@ def parts(config) -> list:
   return out
 
 
-def _run_part(study, name, compute):
-  t0 = time.time()
-  result = study.run(name, lambda folder: compute())
-  logging.info('run %s: done in %.1fs', name, time.time() - t0)
-  return result
-
-
 def run(config, workdir):
   validate(config)
   study = common.Study(workdir, config)
   c, s, w = config.capacity, config.selection, config.weight_decay
-  done = {name: _run_part(study, name, compute) for name, compute in parts(config)}
+  done = {name: common.run_part(study, name, compute) for name, compute in parts(config)}
   seeds = range(config.seeds)
 
   capacity = {f'{size}/{d}': done[f'capacity-{size}-degree={d}']

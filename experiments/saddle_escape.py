@@ -853,18 +853,11 @@ def parts(config, names, data_fn=load_mnist1d) -> list:
   return out
 
 
-def _run_part(study, name, compute):
-  t0 = time.time()
-  result = study.run(name, lambda folder: compute())
-  logging.info('run %s: done in %.1fs', name, time.time() - t0)
-  return result
-
-
 def run(config, workdir):
   validate(config)
   study = common.Study(workdir, config)
   names = common.split_names(config.optimizers)
-  done = {name: _run_part(study, name, compute) for name, compute in parts(config, names)}
+  done = {name: common.run_part(study, name, compute) for name, compute in parts(config, names)}
   results = dict(
       functions={f: done[f'functions-{f}'] for f in common.split_names(config.functions)},
       strict={int(d): done[f'strict-d={int(d)}'] for d in config.strict.dims},

@@ -16,6 +16,25 @@ from research.models import layers
 __all__ = ['CNN', 'CNN1D', 'cnn_config', 'mnist1d_cnn_config']
 
 
+def _norm_act(module, h, train, act, layer, bn_name):
+  """[BatchNorm ``bn_name`` if ``module.batch_norm``], then ``act``, recorded
+  as the activation of ``layer``."""
+  if module.batch_norm:
+    h = layers.batch_norm(module, train, name=bn_name)(h)
+  h = act(h)
+  layers.sow_activation(module, layer, h)
+  return h
+
+
+def _head(module, h):
+  """The linear head (``head``): ``module.num_classes`` logits."""
+  return nn.Dense(
+      module.num_classes, kernel_init=layers.kernel_init(module),
+      bias_init=initializers_lib.bias_init, name='head',
+      **layers.dtype_kwargs(module),
+  )(h)
+
+
 class CNN1D(nn.Module):
   """The MNIST-1D reference CNN (``ConvBase`` of the paper's code).
 
@@ -62,17 +81,10 @@ class CNN1D(nn.Module):
           **layers.dtype_kwargs(self),
           bias_init=initializers_lib.bias_init, name=name,
       )(h)
-      if self.batch_norm:
-        h = layers.batch_norm(self, train, name=f'bn_{i}')(h)
-      h = act(h)
-      layers.sow_activation(self, name, h)
+      h = _norm_act(self, h, train, act, name, f'bn_{i}')
       h = layers.Dropout(rates[i], name=f'dropout_{i}')(h, train, mc_dropout)
     h = h.reshape((h.shape[0], -1))
-    return nn.Dense(
-        self.num_classes, kernel_init=layers.kernel_init(self),
-        bias_init=initializers_lib.bias_init, name='head',
-        **layers.dtype_kwargs(self),
-    )(h)
+    return _head(self, h)
 
 
 class CNN(nn.Module):
@@ -113,10 +125,7 @@ class CNN(nn.Module):
           **layers.dtype_kwargs(self),
           bias_init=initializers_lib.bias_init, name=name,
       )(h)
-      if self.batch_norm:
-        h = layers.batch_norm(self, train, name=f'bn_{i}')(h)
-      h = act(h)
-      layers.sow_activation(self, name, h)
+      h = _norm_act(self, h, train, act, name, f'bn_{i}')
       h = nn.max_pool(h, (2, 2), strides=(2, 2))
       h = layers.Dropout(rates[i], name=f'dropout_{i}')(h, train, mc_dropout)
     h = h.reshape((h.shape[0], -1))
@@ -126,16 +135,9 @@ class CNN(nn.Module):
         **layers.dtype_kwargs(self),
         bias_init=initializers_lib.bias_init, name='dense',
     )(h)
-    if self.batch_norm:
-      h = layers.batch_norm(self, train, name='bn_dense')(h)
-    h = act(h)
-    layers.sow_activation(self, 'dense', h)
+    h = _norm_act(self, h, train, act, 'dense', 'bn_dense')
     h = layers.Dropout(rates[-1], name='dropout_dense')(h, train, mc_dropout)
-    return nn.Dense(
-        self.num_classes, kernel_init=layers.kernel_init(self),
-        bias_init=initializers_lib.bias_init, name='head',
-        **layers.dtype_kwargs(self),
-    )(h)
+    return _head(self, h)
 
 
 def _common(name, input_shape):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from configs import generalization as config_lib
 from experiments import common
 from experiments import generalization
+from tests.experiments import helpers
 
 
 @pytest.mark.parametrize('field, value', [
@@ -123,18 +123,9 @@ def test_an_interrupted_study_reruns_only_the_unfinished_part(smoke, tmp_path):
   config, done, _ = smoke
   assert sorted(p.name for p in (done / 'runs').iterdir()) == sorted(
       name for name, _ in generalization.parts(config))
-  workdir = tmp_path / 'killed'
-  shutil.copytree(done, workdir)
-  (workdir / 'results.json').unlink()
-  unfinished = workdir / 'runs' / 'weight_decay-seed=1'
-  (unfinished / 'result.json').unlink()
-  (unfinished / 'status.json').write_text(json.dumps(dict(status='running')))
-  finished = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').glob('*/result.json')}
-  generalization.run(config_lib.get_config('smoke'), str(workdir))
-  assert {p: p.stat().st_mtime_ns for p in finished} == finished
-  assert json.loads((unfinished / 'status.json').read_text())['status'] == 'complete'
-  assert (json.loads((workdir / 'results.json').read_text())
-          == json.loads((done / 'results.json').read_text()))
+  got, want = helpers.rerun_after_a_kill(generalization.run, config_lib.get_config('smoke'),
+                                         done, tmp_path / 'killed', 'weight_decay-seed=1')
+  assert got == want
 
 
 def test_a_workdir_of_another_config_is_refused(smoke):

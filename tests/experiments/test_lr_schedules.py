@@ -15,18 +15,7 @@ import pytest
 from configs import lr_schedules as config_lib
 from experiments import common
 from experiments import lr_schedules
-
-_COMPILES = []
-
-
-def _listener(event, duration, **kwargs):
-  del duration, kwargs
-  if event == '/jax/core/compile/backend_compile_duration':
-    _COMPILES.append(event)
-
-
-jax.monitoring.register_event_duration_secs_listener(_listener)
-
+from tests.experiments import helpers
 
 @pytest.mark.parametrize('field, value', [
     ('race.arms', 'constant,warp_drive'),
@@ -142,18 +131,7 @@ def smoke(tmp_path_factory):
   """The smoke study, with the compilations of each of its runs counted."""
   workdir = str(tmp_path_factory.mktemp('lr_schedules_smoke'))
   config = config_lib.get_config('smoke')
-  compiles = {}
-  run = common.Study.run
-
-  def counted(self, name, train):
-    before = len(_COMPILES)
-    out = run(self, name, train)
-    compiles[name] = len(_COMPILES) - before
-    return out
-
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(common.Study, 'run', counted)
-    results = lr_schedules.run(config, workdir)
+  results, compiles = helpers.run_counting_compiles(lr_schedules.run, config, workdir)
   return config, workdir, results, compiles
 
 

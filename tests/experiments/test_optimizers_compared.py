@@ -5,9 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +18,7 @@ from research import data as data_lib
 from research import optim
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments import helpers
 
 
 @pytest.mark.parametrize('field, value', [
@@ -232,7 +228,7 @@ def test_a_rerun_skips_every_finished_run(smoke):
   before = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').rglob('*')}
   again = study.run(config, str(workdir))
   assert {p: p.stat().st_mtime_ns for p in (workdir / 'runs').rglob('*')} == before
-  assert _without_timings(again) == _without_timings(results)
+  assert helpers.without_timings(again) == helpers.without_timings(results)
 
 
 def test_a_workdir_of_another_config_is_refused_untouched(tmp_path):
@@ -269,20 +265,8 @@ def test_the_modern_arms_train(tmp_path):
 
 
 def _main(workdir, *overrides):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-  cmd = [sys.executable, '-m', 'experiments.main', '--study=optimizers_compared',
-         '--config=configs/optimizers_compared.py:smoke', f'--workdir={workdir}',
-         '--config.train.progress=False', *overrides]
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-
-
-def _without_timings(tree):
-  if isinstance(tree, dict):
-    return {k: _without_timings(v) for k, v in tree.items() if k != 'seconds'}
-  if isinstance(tree, list):
-    return [_without_timings(v) for v in tree]
-  return tree
+  return helpers.start_main('optimizers_compared', 'smoke', workdir,
+                            '--config.train.progress=False', *overrides)
 
 
 def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
@@ -294,25 +278,16 @@ def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
                '--config.train.checkpoint_every=20', '--config.train.eval_every=40',
                '--config.optimizers=sgd', '--config.modern_optimizers=schedule_free_adamw',
                '--config.modern_lr_factors=(1.0,)', '--config.reference.models=')
-  ref = _main(tmp_path / 'ref', *overrides)
-  _, err = ref.communicate(timeout=600)
-  assert ref.returncode == 0, err[-3000:]
+  helpers.finish(_main(tmp_path / 'ref', *overrides))
   workdir = tmp_path / 'killed'
   proc = _main(workdir, *overrides)
   record = workdir / 'runs' / 'sweep_mnist1d_mlp_schedule_free_adamw' / study.EVAL_PARAMS_FILE
-  deadline = time.time() + 400
-  while time.time() < deadline and proc.poll() is None and not record.exists():
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  helpers.kill_when(proc, record.exists)
   assert proc.returncode == -signal.SIGKILL
-  status = lambda run: json.load(open(workdir / 'runs' / run / 'status.json'))['status']  # noqa: E731
-  assert status('sweep_mnist1d_mlp_sgd') == 'complete'
-  assert status('sweep_mnist1d_mlp_schedule_free_adamw') == 'running'
+  assert helpers.run_status(workdir, 'sweep_mnist1d_mlp_sgd') == 'complete'
+  assert helpers.run_status(workdir, 'sweep_mnist1d_mlp_schedule_free_adamw') == 'running'
   assert not (workdir / 'results.json').exists()
-  again = _main(workdir, *overrides)
-  _, err = again.communicate(timeout=600)
-  assert again.returncode == 0, err[-3000:]
+  err = helpers.finish(_main(workdir, *overrides))
   assert 'run sweep_mnist1d_mlp_sgd: complete, skipped' in err
   assert 'resumed from step' in err
   want = json.load(open(tmp_path / 'ref' / 'results.json'))
@@ -327,5 +302,5 @@ def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
   assert [e['step'] for e in recorded] == [40, 80, 120]
   assert sweep['schedule_free_adamw'][0][0]['final']['test']['accuracy'] == pytest.approx(
       recorded[-1]['test']['accuracy'][0])
-  assert _without_timings(got) == _without_timings(want)
+  assert helpers.without_timings(got) == helpers.without_timings(want)
   assert oct((workdir / 'results.json').stat().st_mode & 0o777) == '0o644'

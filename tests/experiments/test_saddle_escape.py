@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from configs import saddle_escape as config_lib
 from experiments import common
 from experiments import saddle_escape
 from research import optim
+from tests.experiments import helpers
 
 
 @pytest.mark.parametrize('field, value, match', [
@@ -94,18 +94,9 @@ def test_an_interrupted_study_reruns_only_the_unfinished_part(smoke, tmp_path):
   # A kill leaves the part it was in 'running' and no results.json; the
   # rerun skips every complete part and ends with the same results.json.
   config, done, _ = smoke
-  workdir = tmp_path / 'killed'
-  shutil.copytree(done, workdir)
-  (workdir / 'results.json').unlink()
-  unfinished = workdir / 'runs' / 'strict-d=2'
-  (unfinished / 'result.json').unlink()
-  (unfinished / 'status.json').write_text(json.dumps(dict(status='running')))
-  finished = {p: p.stat().st_mtime_ns for p in (workdir / 'runs').glob('*/result.json')}
-  saddle_escape.run(config_lib.get_config('smoke'), str(workdir))
-  assert {p: p.stat().st_mtime_ns for p in finished} == finished
-  assert json.loads((unfinished / 'status.json').read_text())['status'] == 'complete'
-  assert (json.loads((workdir / 'results.json').read_text())
-          == json.loads((done / 'results.json').read_text()))
+  got, want = helpers.rerun_after_a_kill(saddle_escape.run, config_lib.get_config('smoke'),
+                                         done, tmp_path / 'killed', 'strict-d=2')
+  assert got == want
 
 
 def test_a_workdir_of_another_config_is_refused(smoke):

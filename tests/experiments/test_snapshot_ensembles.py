@@ -5,8 +5,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 
 import jax
@@ -22,8 +20,7 @@ from research import models
 from research import optim
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments import helpers
 
 
 @pytest.fixture(scope='module')
@@ -126,21 +123,8 @@ def test_the_runs_are_grids_sharing_one_program_per_schedule():
   assert study.snapshot_tx(config, 60, 3, 0.1) == study.snapshot_tx(config, 60, 3, 0.2)
 
 
-def _main(workdir, *overrides, **popen):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-  cmd = [sys.executable, '-m', 'experiments.main', '--study=snapshot_ensembles',
-         '--config=configs/snapshot_ensembles.py:smoke', f'--workdir={workdir}',
-         *overrides]
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, **popen)
-
-
-def _without_timings(tree):
-  if isinstance(tree, dict):
-    return {k: _without_timings(v) for k, v in tree.items() if k != 'seconds'}
-  if isinstance(tree, list):
-    return [_without_timings(v) for v in tree]
-  return tree
+def _main(workdir, *overrides):
+  return helpers.start_main('snapshot_ensembles', 'smoke', workdir, *overrides)
 
 
 def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
@@ -149,33 +133,24 @@ def test_a_killed_study_resumes_and_ends_with_the_same_results(tmp_path):
   overrides = ('--config.budget_steps=120', '--config.train.steps_per_dispatch=1',
                '--config.train.checkpoint_every=20', '--config.num_seeds=1',
                '--config.arms=single,snapshot')
-  ref = _main(str(tmp_path / 'ref'), *overrides)
-  _, err = ref.communicate(timeout=600)
-  assert ref.returncode == 0, err[-3000:]
+  helpers.finish(_main(tmp_path / 'ref', *overrides))
   workdir = tmp_path / 'killed'
-  proc = _main(str(workdir), *overrides)
+  proc = _main(workdir, *overrides)
   ckpts = workdir / 'runs' / 'snapshot' / 'checkpoints'
-  deadline = time.time() + 400
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts)):
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  helpers.kill_when(
+      proc, lambda: ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts)))
   assert proc.returncode == -signal.SIGKILL
-  status = lambda run: json.load(open(workdir / 'runs' / run / 'status.json'))['status']  # noqa: E731
-  assert status('single') == 'complete' and status('snapshot') == 'running'
+  assert helpers.run_status(workdir, 'single') == 'complete'
+  assert helpers.run_status(workdir, 'snapshot') == 'running'
   assert not (workdir / 'results.json').exists()
   single_metrics = (workdir / 'runs' / 'single' / 'metrics.jsonl').stat().st_mtime_ns
-  again = _main(str(workdir), *overrides)
-  _, err = again.communicate(timeout=600)
-  assert again.returncode == 0, err[-3000:]
+  err = helpers.finish(_main(workdir, *overrides))
   assert 'run single: complete, skipped' in err
   assert 'resumed from step' in err
   assert (workdir / 'runs' / 'single' / 'metrics.jsonl').stat().st_mtime_ns == single_metrics
   want = json.load(open(tmp_path / 'ref' / 'results.json'))
   got = json.load(open(workdir / 'results.json'))
-  assert _without_timings(got) == _without_timings(want)
+  assert helpers.without_timings(got) == helpers.without_timings(want)
   assert oct((workdir / 'results.json').stat().st_mode & 0o777) == '0o644'
 
 

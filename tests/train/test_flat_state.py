@@ -5,46 +5,26 @@ curve with and without the flag under every parallel strategy, and a run
 resumes across the flag (checkpoints stay per leaf on disk).
 """
 
-import functools
-
 import jax
 import numpy as np
 import pytest
 
-from research import models
 from research import optim
-from research.data import mnist1d_data
 from research.data import pipeline
 from research.train import flat_state
-from research.train import state as state_lib
 from research.train import trainer as trainer_lib
+from tests.train import helpers
 
 TX = optim.adam(3e-3)  # one object: a static part of every state below
 
 
-@functools.lru_cache(maxsize=None)
-def _data():
-  d = mnist1d_data.load_mnist1d()
-  return (np.asarray(d['x_train'][:256], np.float32),
-          np.asarray(d['y_train'][:256], np.int32))
-
-
-@functools.lru_cache(maxsize=None)
-def _model(name, **overrides):
-  config = models.default_config(name)
-  config.update(overrides)
-  return models.init_model(config, jax.random.key(0), (40,))
-
-
 def _state(name='mnist1d_mlp', tx=TX, **overrides):
-  model, variables = _model(name, **overrides)
-  return state_lib.TrainState.create(apply_fn=model.apply, variables=variables, tx=tx,
-                                     rng=jax.random.key(1))
+  return helpers.mnist1d_state(name, tx, **overrides)
 
 
 def _fit(flat, parallel='none', name='mnist1d_mlp', workdir=None, num_steps=6,
          model_kw=(), tx=TX, **kw):
-  x, y = _data()
+  x, y = helpers.mnist1d(256)
   c = trainer_lib.default_config()
   c.update(dict(num_steps=num_steps, log_every=1, progress=False, tensorboard=False,
                 eval_batch_size=64, parallel=parallel, flat_params=flat,

@@ -4,7 +4,6 @@ Measured on this machine (MNIST-1D, 1000 training examples, Adam 3e-3, batch
 100, 200 steps; loss over the 1000 examples): see ``REL_TOL``.
 """
 
-import functools
 import os
 
 import chex
@@ -15,13 +14,13 @@ import pytest
 
 from research import models
 from research import optim
-from research.data import mnist1d_data
 from research.data import pipeline
 from research.train import checkpoints as ckpt_lib
 from research.train import precision
 from research.train import state as state_lib
 from research.train import steps as steps_lib
 from research.train import trainer as trainer_lib
+from tests.train import helpers
 
 POLICIES = ('float32', 'bfloat16', 'float16')
 COMPUTE = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
@@ -33,24 +32,8 @@ REL_TOL = 0.10
 TX = optim.make('adam', 3e-3)  # one object: a static part of every state below
 
 
-@functools.lru_cache(maxsize=None)
-def _data():
-  d = mnist1d_data.load_mnist1d()
-  return (np.asarray(d['x_train'][:1000], np.float32),
-          np.asarray(d['y_train'][:1000], np.int32))
-
-
-@functools.lru_cache(maxsize=None)
-def _model(name, **overrides):
-  config = models.default_config(name)
-  config.update(overrides)
-  return models.init_model(config, jax.random.key(0), (40,))
-
-
 def _state(name='mnist1d_mlp', tx=TX, **overrides):
-  model, variables = _model(name, **overrides)
-  return state_lib.TrainState.create(apply_fn=model.apply, variables=variables, tx=tx,
-                                     rng=jax.random.key(1))
+  return helpers.mnist1d_state(name, tx, **overrides)
 
 
 def _abstract_state(**overrides):
@@ -73,22 +56,14 @@ def _config(**kw):
 
 
 def _loader():
-  x, y = _data()
+  x, y = helpers.mnist1d(1000)
   return pipeline.TrainLoader(pipeline.ArraySource(x, y), 100)
 
 
 def _fit(policy, state=None, workdir=None, **kw):
-  x, y = _data()
+  x, y = helpers.mnist1d(1000)
   return trainer_lib.Trainer(_config(precision=policy, **kw), workdir).fit(
       state or _state(), _loader(), eval_sets=dict(train=dict(x=x, y=y)))
-
-
-def _count_compiles():
-  events = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, duration, **kw: events.append(event)
-      if event == '/jax/core/compile/backend_compile_duration' else None)
-  return events
 
 
 @pytest.mark.parametrize('name', ['mnist1d_mlp', 'mnist1d_cnn'])
@@ -125,7 +100,7 @@ def test_dtypes_of_params_state_activations_and_gradients(policy):
   scaling = policy == 'float16'
   state = precision.prepare_state(_state('mnist1d_cnn', tx, batch_norm=True), scaling)
   spec = steps_lib.StepSpec(precision=policy, loss_scaling=scaling)
-  x, y = _data()
+  x, y = helpers.mnist1d(1000)
   batch = dict(x=x[:8], y=y[:8])
   compute = COMPUTE[policy]
 
@@ -178,7 +153,7 @@ def test_loss_scale_halves_on_overflow_and_grows_after_a_run_of_finite_steps():
 def test_float16_loss_scaling_recovers_from_a_forced_overflow():
   spec = steps_lib.StepSpec(precision='float16', loss_scaling=True)
   forced = _state().replace(loss_scale=precision.initial_loss_scale(2.0**40))
-  x, y = _data()
+  x, y = helpers.mnist1d(1000)
   # One step: the scaled gradients overflow float16; the guard skips the step
   # and halves the scale; it is not counted as non-finite.
   new, metrics = jax.jit(steps_lib.train_step, static_argnames='spec')(
@@ -191,7 +166,7 @@ def test_float16_loss_scaling_recovers_from_a_forced_overflow():
   # by halvings until the step fits float16, then training goes on. The
   # scale is state: starting from another one does not recompile.
   _fit('float16', num_steps=DISPATCH, log_every=DISPATCH)
-  compiles = _count_compiles()
+  compiles = helpers.count_compiles()
   result = _fit('float16', forced, num_steps=DISPATCH, log_every=DISPATCH,
                 max_nonfinite_in_row=3)
   assert compiles == []

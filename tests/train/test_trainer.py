@@ -16,6 +16,7 @@ from research import optim
 from research.data import pipeline
 from research.train import state as state_lib
 from research.train import trainer as trainer_lib
+from tests.train import helpers
 from tests.train.models import TinyMLP
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -159,18 +160,6 @@ def test_bad_run_arguments_and_batch_sizes_fail_before_training(tmp_path):
   assert not os.listdir(tmp_path)  # nothing written
 
 
-def _count_compiles():
-  events = []
-
-  def listener(event, duration, **kwargs):
-    del duration, kwargs
-    if event == '/jax/core/compile/backend_compile_duration':
-      events.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  return events
-
-
 def test_run_length_logging_snapshots_and_learning_rate_do_not_recompile(tmp_path):
   data = _data()
   model = TinyMLP()
@@ -183,7 +172,7 @@ def test_run_length_logging_snapshots_and_learning_rate_do_not_recompile(tmp_pat
 
   trainer = trainer_lib.Trainer(_config())
   trainer.fit(state(0.1), _loader(data), num_steps=4, log_every=2)  # compiles
-  compiles = _count_compiles()
+  compiles = helpers.count_compiles()
   runs = [dict(num_steps=7, log_every=3, snapshot_steps=(2, 5)),
           dict(num_steps=9, log_every=1)]
   results = [trainer_lib.Trainer(_config(), str(tmp_path / str(i))).fit(
