@@ -91,6 +91,12 @@ case "${1:-}" in
     # folders, which would delete the live tmp_path of a concurrent session.
     export PYTEST_DEBUG_TEMPROOT
     PYTEST_DEBUG_TEMPROOT="$(mktemp -d "${TMPDIR:-/tmp}/research-tests.XXXXXX")"
+    # JAX's persistent compilation cache, for this run only: the study tests'
+    # subprocesses (a run, its kill and its resume) and the workers compile
+    # many of the same programs. A hit is the same executable, so results
+    # are unchanged; it goes with the temp root.
+    export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$PYTEST_DEBUG_TEMPROOT/jax-cache}"
+    export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
     rc=0
     "$VENV/bin/python" -m pytest "${n_flag[@]}" "$@" || rc=$?
     rm -rf "$PYTEST_DEBUG_TEMPROOT"
