@@ -221,7 +221,8 @@ class _PeerWatch:
     try:
       return self.client.key_value_try_get(key)
     except Exception as e:  # noqa: BLE001 - a key not yet set raises NotFound
-      if 'not found' in str(e).lower() or 'notfound' in str(e).lower():
+      text = str(e).lower()
+      if 'not found' in text or 'not_found' in text or 'notfound' in text:
         return None
       raise
 
