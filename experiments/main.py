@@ -8,6 +8,7 @@ fields), a value of the wrong type or out of range (the study's
 another config. ``--print_config`` prints the resolved config and exits.
 """
 
+import atexit
 import difflib
 import importlib
 import os
@@ -204,6 +205,11 @@ class _PeerWatch:
     self.client, self.me, self.n = client, process_id, num_processes
     self.timeout, self.interval = timeout, min(1.0, timeout / 5)
     self.beats = 0
+    # Set when this process is done (or exiting: atexit runs this before
+    # JAX's own shutdown, registered earlier), so that the thread never
+    # takes the service's normal end for a loss.
+    self.stopped = threading.Event()
+    atexit.register(self.stopped.set)
     thread = threading.Thread(target=self._run, name='peer-watch', daemon=True)
     thread.start()
 
@@ -211,7 +217,9 @@ class _PeerWatch:
     return f'{self.PREFIX}/{kind}/{i}'
 
   def done(self) -> None:
-    """This process finished normally: its peers stop watching it."""
+    """This process finished normally: its peers stop watching it, and it
+    stops watching them."""
+    self.stopped.set()
     try:
       self.client.key_value_set(self._key('done', self.me), '1', allow_overwrite=True)
     except Exception:  # noqa: BLE001 - the coordinator may be gone already
@@ -228,7 +236,7 @@ class _PeerWatch:
 
   def _run(self) -> None:
     seen = {i: (None, time.monotonic()) for i in range(self.n) if i != self.me}
-    while True:
+    while not self.stopped.is_set():
       try:
         self.beats += 1
         self.client.key_value_set(self._key('beat', self.me), str(self.beats),
@@ -241,10 +249,12 @@ class _PeerWatch:
           value = self._get(self._key('beat', i))
           if value != last:
             seen[i] = (value, now)
-          elif now - since > self.timeout:
+          elif now - since > self.timeout and not self.stopped.is_set():
             _lost_peer(f'process {i} of {self.n} has not been heard from for '
                        f'{now - since:.0f} s (lost); process {self.me} stops')
       except Exception as e:  # noqa: BLE001 - the store itself is gone
+        if self.stopped.is_set():
+          return
         _lost_peer(f'process {self.me} of {self.n} lost the coordination service: '
                    f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
       time.sleep(self.interval)
