@@ -296,7 +296,7 @@ def micro_vmap(
     fun: the function to map.
     in_axes: the mapped axis of each positional argument (``None``: not
       mapped).
-    out_axes: must be 0.
+    out_axes: must be 0 (ValueError otherwise; Optax raises NotImplementedError).
     microbatch_size: rows per microbatch (``None``: one microbatch).
     vmap_fn: a function with ``jax.vmap``'s signature.
     accumulator: as in :func:`microbatch`.
@@ -307,9 +307,9 @@ def micro_vmap(
     pipeline parallelism, 2019.
   """
   if out_axes != 0:
-    # Optax 0.2.8 refuses it too (same exception type): a limit of the API.
-    raise NotImplementedError(
-        f'micro_vmap: out_axes={out_axes!r} is not supported; allowed: 0 (as in Optax).')
+    # Optax 0.2.8 refuses it too (with NotImplementedError): the outputs are
+    # reduced over the mapped axis, so there is no other place to put it.
+    raise ValueError(f'micro_vmap: out_axes={out_axes!r} is invalid; allowed: 0.')
   in_axes = (in_axes,) if isinstance(in_axes, int) else tuple(in_axes)
 
   def vmapped_and_reduced(*args, kwargs):

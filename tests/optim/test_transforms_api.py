@@ -333,7 +333,7 @@ def test_reshape_batch_axis_and_micro_vmap():
     ours = optim.microbatching.micro_vmap(f, in_axes=(0, None), **ours_kw)
     ref = optax.microbatching.micro_vmap(f, in_axes=(0, None), **ref_kw)
     _assert_same(ours(BATCH, 2.0), ref(BATCH, 2.0))
-  with pytest.raises(NotImplementedError):
+  with pytest.raises(ValueError, match=r'out_axes=1 is invalid; allowed: 0'):
     optim.microbatching.micro_vmap(f, out_axes=1)
 
 
