@@ -25,38 +25,36 @@ from ml_collections import config_flags
 from experiments import common
 
 # The flags are defined when this module runs as the program, not when it
-# is imported (tests import preflight; benchmarks define --workdir too).
-_STUDY = _WORKDIR = _MULTIHOST = _PRINT_CONFIG = _CONFIG = None
-_COORDINATOR = _NUM_PROCESSES = _PROCESS_ID = _INIT_TIMEOUT = _HEARTBEAT_TIMEOUT = None
+# is imported (tests import preflight; benchmarks define --workdir too), and
+# read from flags.FLAGS.
+FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  global _STUDY, _WORKDIR, _MULTIHOST, _PRINT_CONFIG, _CONFIG
-  global _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID, _INIT_TIMEOUT, _HEARTBEAT_TIMEOUT
-  _STUDY = flags.DEFINE_string('study', None, 'Study module under experiments/.')
-  _WORKDIR = flags.DEFINE_string(
+  flags.DEFINE_string('study', None, 'Study module under experiments/.')
+  flags.DEFINE_string(
       'workdir', None,
       'Study directory; default runs/<study>/<timestamp>. The same command into '
       'the same workdir resumes a killed study.')
-  _MULTIHOST = flags.DEFINE_bool(
+  flags.DEFINE_bool(
       'multihost', False,
       'Call jax.distributed.initialize() first (automatic under SLURM or on a '
       'TPU pod); elsewhere give --coordinator_address, --num_processes and '
       '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).')
-  _COORDINATOR = flags.DEFINE_string(
+  flags.DEFINE_string(
       'coordinator_address', None, 'host:port of process 0 (multi-host runs).')
-  _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
-  _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
-  _INIT_TIMEOUT = flags.DEFINE_integer(
+  flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+  flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
+  flags.DEFINE_integer(
       'initialization_timeout', 300, 'Seconds to wait for every process to join.')
-  _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+  flags.DEFINE_integer(
       'heartbeat_timeout', 60,
       'Seconds without a heartbeat after which JAX counts a process as lost; the '
       'survivors end with one line and status 75 within half of it (outside a '
       'collective) or at their next collective.')
-  _PRINT_CONFIG = flags.DEFINE_bool(
+  flags.DEFINE_bool(
       'print_config', False, 'Print the resolved config and exit.')
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Study config file.')
+  config_flags.DEFINE_config_file('config', None, 'Study config file.')
   flags.mark_flags_as_required(['study', 'config'])
 
 
@@ -204,7 +202,6 @@ class _PeerWatch:
   def __init__(self, client, process_id: int, num_processes: int, timeout: float):
     self.client, self.me, self.n = client, process_id, num_processes
     self.timeout, self.interval = timeout, min(1.0, timeout / 5)
-    self.beats = 0
     # Set when this process is done (or exiting: atexit runs this before
     # JAX's own shutdown, registered earlier), so that the thread never
     # takes the service's normal end for a loss.
@@ -236,10 +233,11 @@ class _PeerWatch:
 
   def _run(self) -> None:
     seen = {i: (None, time.monotonic()) for i in range(self.n) if i != self.me}
+    beats = 0
     while not self.stopped.is_set():
       try:
-        self.beats += 1
-        self.client.key_value_set(self._key('beat', self.me), str(self.beats),
+        beats += 1
+        self.client.key_value_set(self._key('beat', self.me), str(beats),
                                   allow_overwrite=True)
         now = time.monotonic()
         for i, (last, since) in list(seen.items()):
@@ -291,7 +289,7 @@ def run_multihost(fn, *args):
 
 
 def _wants_distributed() -> bool:
-  if _MULTIHOST.value:
+  if FLAGS.multihost:
     return True
   slurm_tasks = int(os.environ.get('SLURM_NTASKS', '1'))
   return slurm_tasks > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ
@@ -310,27 +308,27 @@ def main(argv):
   import logging as std_logging
   for handler in std_logging.getLogger().handlers + std_logging.getLogger('absl').handlers:
     handler.addFilter(_QuietLibraries())
-  config = _CONFIG.value
-  if _PRINT_CONFIG.value:
+  config = FLAGS.config
+  if FLAGS.print_config:
     print(config)
     return
   import jax
   if _wants_distributed():
     try:
-      initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                             initialization_timeout=_INIT_TIMEOUT.value,
-                             heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
+      initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                             initialization_timeout=FLAGS.initialization_timeout,
+                             heartbeat_timeout=FLAGS.heartbeat_timeout)
     except ValueError as e:
       _fail(str(e))
-  module = importlib.import_module(f'experiments.{_STUDY.value}')
+  module = importlib.import_module(f'experiments.{FLAGS.study}')
   try:
     if hasattr(module, 'validate'):
       module.validate(config)
-    workdir = _WORKDIR.value or common.new_workdir(_STUDY.value)
+    workdir = FLAGS.workdir or common.new_workdir(FLAGS.study)
     common.Study(workdir, config)  # a workdir of another config fails here
   except (TypeError, ValueError) as e:
     _fail(str(e))
-  logging.info('study %s -> %s', _STUDY.value, workdir)
+  logging.info('study %s -> %s', FLAGS.study, workdir)
   run_multihost(module.run, config, workdir)
   logging.info('results: %s', os.path.join(workdir, 'results.md'))
 
