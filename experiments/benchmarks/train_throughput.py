@@ -17,7 +17,15 @@ And on the many-leaf model (``deep_mlp``: 50 Dense(64) layers, 102 leaves,
 hand-written loop, and that loop with plain SGD: the bound, since no Adam
 (flat or per leaf) costs less than SGD's ``p - lr g``. The ratio
 ``deep_mlp_sgd_bound_over_jax_loop`` is then the most that any optimizer
-change can gain over the hand-written Adam loop.
+change can gain over the hand-written Adam loop. Two more rows time the
+Adam update alone on deep_mlp's params (per leaf with Optax, and
+``optim.flat``), in the same jit + scan with the same dispatch, with a stand-in
+gradient (one elementwise pass over the params): their time over the hand
+loop's is the update's share of a training step, so
+``deep_mlp_flat_ceiling = 1 / (1 - share_per_leaf + share_flat)`` is what the
+flat optimizer can give the hand loop if nothing else changed. ``--deep_batch``
+sets the deep model's batch size (a smaller batch makes the update a larger
+share of the step).
 
 ``--rounds`` rounds run (a), (b), (c) in turn (the first order rotates each
 round); each contender's first run, which compiles, is reported as compile
@@ -56,6 +64,7 @@ _DISPATCH = flags.DEFINE_integer('dispatch', 40, 'Steps per call (40 = one epoch
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 _DEEP_STEPS = flags.DEFINE_integer(
     'deep_steps', 400, 'Steps per timed run on the many-leaf model (deep_mlp); 0 skips it.')
+_DEEP_BATCH = flags.DEFINE_integer('deep_batch', 100, 'Batch size on the many-leaf model.')
 
 BATCH, LR, SEED = 100, 1e-3, 0
 
@@ -81,6 +90,15 @@ class DeepMLP(nn.Module):
     return nn.Dense(10)(x)
 
 
+def _batch(model_cls) -> int:
+  return _DEEP_BATCH.value if model_cls is DeepMLP else BATCH
+
+
+def _start(params, tx):
+  """``(params, tx.init(params))``, jitted by its callers: one dispatch."""
+  return params, tx.init(params)
+
+
 def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -92,23 +110,27 @@ class Ours:
 
   def __init__(self, x, y, steps, dispatch):
     self.steps = steps
+    batch = _batch(self.model_cls)
     config = trainer_lib.default_config()
-    config.update(dict(num_steps=steps, batch_size=BATCH, steps_per_dispatch=dispatch,
+    config.update(dict(num_steps=steps, batch_size=batch, steps_per_dispatch=dispatch,
                        data_on_device=True, log_every=steps, checkpoints=False,
                        progress=False, tensorboard=False,
                        nonfinite_check=self.nonfinite_check, flat_params=self.flat_params))
     self.trainer = trainer_lib.Trainer(config)
-    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
+    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), batch, seed=SEED)
     self.model = self.model_cls()
-    self.x0 = x[:1]
     # One transformation for every run: it is a static part of the state, so a
     # new one would be a new program to compile.
-    self.tx = optim.adam(LR)
+    self.tx = tx = optim.adam(LR)
+    model = self.model
+    # Jitted, as the hand loop's start: eager init of deep_mlp's 102 leaves
+    # (and their Adam moments) is one dispatch per op, tens of ms per run.
+    self.create = jax.jit(lambda key: state_lib.TrainState.create(
+        apply_fn=model.apply, variables=model.init(key, x[:1]), tx=tx,
+        rng=jax.random.key(1)))
 
   def run(self):
-    variables = self.model.init(jax.random.key(SEED), self.x0)
-    state = state_lib.TrainState.create(apply_fn=self.model.apply, variables=variables,
-                                        tx=self.tx, rng=jax.random.key(1))
+    state = self.create(jax.random.key(SEED))
     result = self.trainer.fit(state, self.loader)
     return float(result.history[-1]['loss'])
 
@@ -135,7 +157,8 @@ class JaxLoop:
 
   def __init__(self, x, y, steps, dispatch):
     self.x, self.y = jax.device_put(x), jax.device_put(y)
-    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), BATCH, seed=SEED)
+    self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), _batch(self.model_cls),
+                                       seed=SEED)
     self.steps, self.dispatch = steps, dispatch
     self.model, self.tx = self.model_cls(), self.make_tx()
     model, tx = self.model, self.tx
@@ -153,10 +176,10 @@ class JaxLoop:
       return jax.lax.scan(body, carry, idx)
 
     self.many = jax.jit(many, donate_argnums=0)
+    self.start = jax.jit(lambda key: _start(model.init(key, x[:1])['params'], tx))
 
   def run(self):
-    params = self.model.init(jax.random.key(SEED), self.x[:1])['params']
-    carry = (params, self.tx.init(params))
+    carry = self.start(jax.random.key(SEED))
     spe = self.loader.steps_per_epoch
     step, losses = 0, None
     while step < self.steps:
@@ -180,6 +203,47 @@ class JaxLoopDeepSGD(JaxLoopDeep):
   No optimizer (flat or not) makes the Adam loop faster than this one."""
   name = 'jax_loop, plain SGD (bound) [deep_mlp]'
   make_tx = staticmethod(lambda: optax.sgd(LR))
+
+
+class UpdateOnlyDeep:
+  """The Adam update alone on deep_mlp's params, ``steps`` times in the hand
+  loop's jit + scan (same dispatch). The gradient is a stand-in, one
+  elementwise pass over the params (``1e-3 * p``), so this slightly
+  overstates the update's share of a step."""
+  name = 'optax adam update alone, per leaf [deep_mlp]'
+  variant, flat = None, False
+  make_tx = staticmethod(lambda: optax.adam(LR))
+
+  def __init__(self, x, y, steps, dispatch):
+    del y
+    self.steps, self.dispatch = steps, dispatch
+    self.tx = tx = self.make_tx()
+    to_flat = optim.ravel if self.flat else (lambda p: p)
+    self.start = jax.jit(
+        lambda key: _start(to_flat(DeepMLP().init(key, x[:1])['params']), tx))
+
+    def many(carry):
+      def body(carry, _):
+        params, opt_state = carry
+        grads = jax.tree.map(lambda p: 1e-3 * p, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (jax.tree.map(jnp.add, params, updates), opt_state), None
+      return jax.lax.scan(body, carry, None, length=dispatch)[0]
+
+    self.many = jax.jit(many, donate_argnums=0)
+
+  def run(self):
+    carry = self.start(jax.random.key(SEED))
+    for _ in range(-(-self.steps // self.dispatch)):
+      carry = self.many(carry)
+    jax.block_until_ready(carry)
+    return None  # no loss: nothing is trained
+
+
+class UpdateOnlyDeepFlat(UpdateOnlyDeep):
+  name = 'optim.flat(adam) update alone [deep_mlp]'
+  variant, flat = 'flat', True
+  make_tx = staticmethod(lambda: optim.flat(optim.adam(LR)))
 
 
 class Torch:
@@ -231,7 +295,8 @@ def main(argv):
     notes.append('torch is not installed: row (c) skipped (pip install torch==2.13.0).')
   if _DEEP_STEPS.value:  # the many-leaf model, in the same alternating rounds
     contenders += [cls(x, y, _DEEP_STEPS.value, dispatch)
-                   for cls in (OursDeep, OursFlatDeep, JaxLoopDeep, JaxLoopDeepSGD)]
+                   for cls in (OursDeep, OursFlatDeep, JaxLoopDeep, JaxLoopDeepSGD,
+                               UpdateOnlyDeep, UpdateOnlyDeepFlat)]
 
   # The process's one-time costs (backend start-up, first traces) go to a
   # short throwaway run, not to whichever contender comes first: a different
@@ -274,19 +339,28 @@ def main(argv):
       if name in times:
         ratios[f'{key}_over_{other}'] = statistics.median(
             b / a for a, b in zip(times[cls.name], times[name]))
+  if UpdateOnlyDeep.name in times:  # the update's share of a step, per round
+    loop, leaf, flat = (times[c.name] for c in (JaxLoopDeep, UpdateOnlyDeep,
+                                                  UpdateOnlyDeepFlat))
+    ratios['deep_mlp_update_share'] = statistics.median(u / t for u, t in zip(leaf, loop))
+    ratios['deep_mlp_flat_update_share'] = statistics.median(u / t for u, t in zip(flat, loop))
+    ratios['deep_mlp_flat_ceiling'] = statistics.median(
+        1 / (1 - (u - f) / t) for u, f, t in zip(leaf, flat, loop))
 
   print(f'{"contender":<44} {"steps/s":>9} {"compile s":>10} {"peak RSS +MB":>13} {"loss":>7}')
   for r in rows:
+    loss = '-' if r['final_loss'] is None else f'{r["final_loss"]:.3f}'
     print(f'{r["contender"]:<44} {r["steps_per_second"]:>9.0f} {r["compile_seconds"]:>10.2f} '
-          f'{r["peak_rss_growth_mb"]:>13.0f} {r["final_loss"]:>7.3f}')
+          f'{r["peak_rss_growth_mb"]:>13.0f} {loss:>7}')
   for k, v in ratios.items():
     print(f'{k}: {v:.3f}')
   for n in notes:
     print('note:', n)
   workdir = _WORKDIR.value or common.new_workdir(
       'train_throughput', root=f'{common.REPO_ROOT}/runs/benchmarks')
-  common.write_json(f'{workdir}/results.json', dict(rows=rows, ratios=ratios, notes=notes,
-                                                    rounds=_ROUNDS.value, dispatch=dispatch))
+  common.write_json(f'{workdir}/results.json', dict(
+      rows=rows, ratios=ratios, notes=notes, rounds=_ROUNDS.value, dispatch=dispatch,
+      deep_batch=_DEEP_BATCH.value))
   print(f'results: {workdir}/results.json')
 
 

@@ -6,9 +6,15 @@ transformation on a :class:`FlatTree`: the leaves raveled into one 1-D buffer
 per group (dtype, and sharding where a leaf has a non-replicated one), so
 that an elementwise optimizer is one fused loop over contiguous memory and
 its state is one buffer per moment and group. When the params themselves are
-kept flat (``research.train``'s ``flat_params``), no copy is made at all: the
-model reads slices of the buffers (:func:`unravel`), whose gradient is one
-concatenation (a custom VJP, not a sum of pads).
+kept flat (``research.train``'s ``flat_params``), the update copies nothing:
+the model reads slices of the buffers (:func:`unravel`), whose gradient is one
+concatenation (a custom VJP, not a sum of pads). The slices are not free
+everywhere: on XLA:CPU a matrix product takes whole buffers, so each kernel
+view is one copy per step (a slice fusion in the compiled program) and the
+gradient one more, about what the flat update saves inside a scanned loop
+(see ``experiments/benchmarks/train_throughput.py``). Where the per-leaf cost
+is one call per leaf, as in an update jitted on its own, the flat update is
+many times faster (``optim_update``).
 
 Which transformations run on the buffers. A transformation is *elementwise*
 (it may also reduce over all elements, like a global norm) when its factory is

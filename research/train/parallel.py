@@ -18,7 +18,6 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -116,8 +115,10 @@ class Single(Strategy):
 
   def place_state(self, state):
     # A copy: the steps donate the state, which must not delete the caller's
-    # arrays (e.g. the variables a second run starts from).
-    return jax.tree.map(jnp.copy, jax.device_put(state))
+    # arrays (e.g. the variables a second run starts from). One batched call:
+    # a jnp.copy per leaf was one dispatch each (23 ms per fit for Adam on
+    # train_throughput's deep_mlp, 102 leaves).
+    return jax.device_put(state, may_alias=False)
 
   def place_data(self, data):
     return jax.device_put(data)

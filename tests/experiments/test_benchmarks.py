@@ -45,17 +45,27 @@ def test_optim_update_contrib_rows_with_extra_args(tmp_path):
 
 def test_train_throughput_contenders_train_the_same_run(tmp_path):
   out = _bench('train_throughput', str(tmp_path), '--steps=80', '--rounds=1',
-               '--dispatch=40', '--deep_steps=40')
+               '--dispatch=40', '--deep_steps=40', '--deep_batch=20')
   # The contenders' names (the module defines absl flags, so it is not imported
   # here: another benchmark's flags may already live in this process).
   ours, ours_loss = 'ours (Trainer)', "ours (Trainer, nonfinite_check='loss')"
   loop = 'jax_loop (flax + optax, jit + scan)'
   deep_ours, deep_flat = 'ours (Trainer) [deep_mlp]', 'ours (Trainer, flat_params) [deep_mlp]'
   deep_loop, deep_sgd = loop + ' [deep_mlp]', 'jax_loop, plain SGD (bound) [deep_mlp]'
+  update, update_flat = ('optax adam update alone, per leaf [deep_mlp]',
+                         'optim.flat(adam) update alone [deep_mlp]')
   by = {r['contender']: r for r in out['rows']}
-  for name in (ours, ours_loss, loop, deep_ours, deep_flat, deep_loop, deep_sgd):
+  for name in (ours, ours_loss, loop, deep_ours, deep_flat, deep_loop, deep_sgd, update,
+               update_flat):
     assert by[name]['steps_per_second'] > 0, name
-  assert by[deep_flat]['variant'] == 'flat'
+  assert by[deep_flat]['variant'] == by[update_flat]['variant'] == 'flat'
+  assert by[update]['final_loss'] is None and out['deep_batch'] == 20
+  # The update alone is a part of a training step: a share in (0, 1), and the
+  # ceiling it implies is 1 / (1 - (per-leaf share - flat share)).
+  r = out['ratios']
+  for key in ('deep_mlp_update_share', 'deep_mlp_flat_update_share'):
+    assert 0 < r[key] < 1, (key, r[key])
+  assert 0 < r['deep_mlp_flat_ceiling'] < 1 / (1 - r['deep_mlp_update_share'])
   # Same init, data order and optimizer: ours (per leaf or flat) and the hand
   # loop end at the same loss (float reassociation only).
   for a, b in ((ours, loop), (deep_ours, deep_loop), (deep_flat, deep_loop)):
