@@ -8,8 +8,9 @@ not free on XLA:CPU: a matrix product does not read a slice in place, so
 each kernel view is copied once per step and the gradient concatenated once.
 On the many-leaf ``deep_mlp`` of ``train_throughput`` (102 leaves), inside
 a scanned loop, the whole per-leaf Adam update is 5 % of a step at batch 100
-(18 % at batch 10) and the flat one takes 0.93-0.96 of its time, so the flat
-layout gains at most about 1 % there. On the host everything stays per leaf: the
+(18-20 % at batch 10) and the flat one takes 0.67-0.96 of its time, so the
+flat optimizer can make a step at most 0.3-2 % faster at batch 100 (1-5 % at
+batch 10). On the host everything stays per leaf: the
 Trainer's ``host_state`` (checkpoints, snapshots, hooks, the fit result)
 converts back, so checkpoints on disk are the same with or without the flag
 and a run resumes across it.
