@@ -123,21 +123,19 @@ class Ours:
                        nonfinite_check=self.nonfinite_check, flat_params=self.flat_params))
     self.trainer = trainer_lib.Trainer(config)
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), batch, seed=SEED)
-    self.model = self.model_cls()
-    # One transformation for every run: it is a static part of the state, so a
-    # new one would be a new program to compile.
-    self.tx = optim.adam(LR)
     # Made once, untimed (as every contender's start): eager init of
     # deep_mlp's 102 leaves and their Adam moments is one dispatch per op,
     # tens of ms per run. fit copies the state it is given (its steps donate
-    # the copy), so every run starts from the same one.
+    # the copy), so every run starts from the same state, and with the same
+    # transformation (a static part of the state: a new one would be a new
+    # program to compile).
+    model = self.model_cls()
     self.state0 = state_lib.TrainState.create(
-        apply_fn=self.model.apply, variables=self.model.init(jax.random.key(SEED), x[:1]),
-        tx=self.tx, rng=jax.random.key(1))
+        apply_fn=model.apply, variables=model.init(jax.random.key(SEED), x[:1]),
+        tx=optim.adam(LR), rng=jax.random.key(1))
 
   def run(self):
-    state = self.state0
-    result = self.trainer.fit(state, self.loader)
+    result = self.trainer.fit(self.state0, self.loader)
     return float(result.history[-1]['loss'])
 
 
@@ -166,8 +164,7 @@ class JaxLoop:
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), _batch(self.model_cls),
                                        seed=SEED)
     self.steps, self.dispatch = steps, dispatch
-    self.model, self.tx = self.model_cls(), self.make_tx()
-    model, tx = self.model, self.tx
+    model, tx = self.model_cls(), self.make_tx()
 
     def loss_fn(params, xb, yb):
       logits = model.apply({'params': params}, xb)
@@ -223,7 +220,7 @@ class UpdateOnlyDeep:
   def __init__(self, x, y, steps, dispatch):
     del y
     self.steps, self.dispatch = steps, dispatch
-    self.tx = tx = self.make_tx()
+    tx = self.make_tx()
     params = DeepMLP().init(jax.random.key(SEED), x[:1])['params']
     self.start = _start(optim.ravel(params) if self.flat else params, tx)
 

@@ -88,7 +88,7 @@ def to_flat(state):
   if needs_tree:
     logging.warning('flat_params: the optimizer\'s %r needs the tree structure and runs on '
                     'segment views (equal values, per-leaf state, an update no faster than '
-                    'per leaf); flat_params pays off with elementwise optimizers.', needs_tree)
+                    'per leaf); only elementwise optimizers get a fused flat update.', needs_tree)
   params = optim.ravel(state.params)
   opt_state = optim.state_to_flat(tx, state.opt_state, state.params)
   return state.replace(params=params, opt_state=opt_state,
