@@ -10,7 +10,10 @@ On the many-leaf ``deep_mlp`` of ``train_throughput`` (102 leaves), inside
 a scanned loop, the whole per-leaf Adam update is 5 % of a step at batch 100
 (18-20 % at batch 10) and the flat one takes 0.67-0.96 of its time, so the
 flat optimizer can make a step at most 0.3-2 % faster at batch 100 (1-5 % at
-batch 10). On the host everything stays per leaf: the
+batch 10). The copies cost more than that: the Trainer with ``flat_params``
+ran at 0.96x the per-leaf Trainer's steps/s at batch 100 and 0.91x at batch
+10, so on CPU the flag is for layouts, not speed. On the host everything stays
+per leaf: the
 Trainer's ``host_state`` (checkpoints, snapshots, hooks, the fit result)
 converts back, so checkpoints on disk are the same with or without the flag
 and a run resumes across it.

@@ -144,6 +144,12 @@ def _grad_sq(tree) -> jax.Array:
   return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
 
 
+# Leaves of one shape and dtype with at most this many entries each are
+# stacked and reduced once; larger ones are reduced alone, so the probe
+# never copies a large leaf.
+PROBE_GROUP_MAX_SIZE = 1 << 16
+
+
 def nonfinite_probe(tree) -> jax.Array:
   """``sum(x * 0)`` over every entry: exactly 0 if all are finite, else NaN.
 
@@ -153,8 +159,28 @@ def nonfinite_probe(tree) -> jax.Array:
   MLP, timed alternately against a hand-written loop, ran at 0.84x its speed
   with the squared norm as the check and 0.93x with this probe (0.94x with no
   gradient check at all). The squared norm is computed on logged steps only.
+  The result is float32.
+
+  Leaves of one shape and dtype (at most :data:`PROBE_GROUP_MAX_SIZE` entries
+  each) are stacked and reduced once. XLA on CPU turns each small reduction
+  into a chain of its own ops: on the 102-leaf deep_mlp of
+  ``experiments/benchmarks/train_throughput.py`` (50 Dense(64) layers, batch
+  100) the Trainer ran at 0.86-0.94x the hand-written loop with one reduction
+  per leaf and 1.07-1.09x with the stacked ones; the MNIST-1D MLP, whose
+  leaves all differ in shape, is unchanged (0.96-1.00x before, 0.99-1.02x
+  after). Concatenating all small leaves of a dtype instead gained less on
+  deep_mlp (0.99-1.01x) and made XLA split that MLP's step badly (0.28x).
   """
-  return sum(jnp.sum(x * jnp.zeros((), x.dtype)) for x in jax.tree.leaves(tree))
+  groups = {}
+  for i, x in enumerate(jax.tree.leaves(tree)):
+    x = jnp.asarray(x)
+    key = (x.shape, x.dtype) if x.size <= PROBE_GROUP_MAX_SIZE else i
+    groups.setdefault(key, []).append(x)
+  total = jnp.zeros((), jnp.float32)
+  for xs in groups.values():
+    stacked = xs[0] if len(xs) == 1 else jnp.stack(xs)
+    total = total + jnp.sum(stacked * jnp.zeros((), stacked.dtype)).astype(jnp.float32)
+  return total
 
 
 def _mask(batch) -> jax.Array:

@@ -42,15 +42,24 @@ def _assert_same(a, b):
 
 
 def test_nonfinite_probe_is_zero_iff_every_entry_is_finite():
-  tree = dict(a=jnp.full((3,), 3e38, jnp.float32), b=jnp.ones((2, 2), jnp.bfloat16))
+  # Small leaves of one shape and dtype are stacked (a and a2, b and b2),
+  # large ones (c, c2) and lone shapes (d) are reduced alone.
+  big = steps_lib.PROBE_GROUP_MAX_SIZE + 1
+  tree = dict(a=jnp.full((3,), 3e38, jnp.float32), a2=jnp.full((3,), -3e38, jnp.float32),
+              b=jnp.ones((2, 2), jnp.bfloat16), b2=jnp.full((2, 2), -2.0, jnp.bfloat16),
+              c=jnp.ones((big,), jnp.float32), c2=jnp.ones((big,), jnp.float32),
+              d=jnp.full((2, 3), -3e38, jnp.float32))
   # Finite but huge: a squared norm would overflow, the probe does not.
   assert float(steps_lib.nonfinite_probe(tree)) == 0.0
   assert not np.isfinite(float(steps_lib._grad_sq(tree)))
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
-    for leaf in ('a', 'b'):
+    for leaf in tree:
       broken = dict(tree)
       broken[leaf] = tree[leaf].at[1].set(bad)
       assert np.isnan(float(steps_lib.nonfinite_probe(broken))), (bad, leaf)
+  # One reduction per group: {a, a2}, {b, b2}, c, c2, d.
+  jaxpr = str(jax.make_jaxpr(steps_lib.nonfinite_probe)(tree))
+  assert jaxpr.count('reduce_sum') == 5, jaxpr
 
 
 @pytest.mark.parametrize('check', ['grads', 'loss'])
