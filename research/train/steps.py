@@ -164,12 +164,12 @@ def nonfinite_probe(tree) -> jax.Array:
   Leaves of one shape and dtype (at most :data:`PROBE_GROUP_MAX_SIZE` entries
   each) are stacked and reduced once. XLA on CPU turns each small reduction
   into a chain of its own ops: on the 102-leaf deep_mlp of
-  ``experiments/benchmarks/train_throughput.py`` (50 Dense(64) layers, batch
-  100) the Trainer ran at 0.86-0.94x the hand-written loop with one reduction
-  per leaf and 1.07-1.09x with the stacked ones; the MNIST-1D MLP, whose
-  leaves all differ in shape, is unchanged (0.96-1.00x before, 0.99-1.02x
-  after). Concatenating all small leaves of a dtype instead gained less on
-  deep_mlp (0.99-1.01x) and made XLA split that MLP's step badly (0.28x).
+  ``experiments/benchmarks/train_throughput.py`` (50 Dense(64) layers) the
+  Trainer ran at 0.84-0.94x the hand-written loop with one reduction per leaf
+  and 0.99-1.00x (batch 100) and 1.03x (batch 10) with the stacked ones; the
+  MNIST-1D MLP, whose leaves all differ in shape, is unchanged (0.96-1.00x
+  before, 0.99-1.01x after). Concatenating all small leaves of a dtype
+  instead made XLA split that MLP's step badly (0.28x).
   """
   groups = {}
   for i, x in enumerate(jax.tree.leaves(tree)):
