@@ -90,25 +90,30 @@ def test_snapshots_are_taken_exactly_at_the_cycle_ends():
 
 def test_snapshot_arm_costs_what_the_single_model_costs():
   # Both arms train B steps of the same model; the snapshot arm also copies M
-  # snapshots to the host. Measured alternately, median of 5 after a compiling
-  # run. The measure is this process's CPU time: on a shared 2-core machine the
-  # wall clock of identical runs varies by +-30% with the other processes'
-  # load, while the CPU time of the same work does not.
+  # snapshots to the host. Measured alternately (which arm goes first swaps
+  # each round); the ratio is the median over rounds of the two arms' ratio in
+  # one round, after a compiling round, as the benchmarks measure. The measure
+  # is this process's CPU time: on a shared 2-core machine the wall clock of
+  # identical runs varies by +-30% with the other processes' load, while the
+  # CPU time of the same work varies less; pairing within a round cancels a
+  # slow spell (comparing the two arms' separate medians once gave 1.12 in a
+  # full parallel suite, and 1.00-1.03 alone).
   config = cfg_lib.get_config('smoke')
   config.train.checkpoints = False
   config.budget_steps, config.num_snapshots = 200, 5
   runs = dict(single=(study.single_tx(config), []),
               snapshot=(study.snapshot_tx(config, 200, 5, 0.2), optim.snapshot_steps(200, 5)))
   times = {k: [] for k in runs}
-  for _ in range(6):
-    for name, (tx, snaps) in runs.items():
+  for r in range(8):
+    for name in (list(runs) if r % 2 else list(runs)[::-1]):
+      tx, snaps = runs[name]
       t0 = time.process_time()
       run = _fit(config, tx, 200, snaps)
       times[name].append(time.process_time() - t0)
   assert len(run.snapshots) == 5
-  single_t = statistics.median(times['single'][1:])  # the first run compiles
-  snap_t = statistics.median(times['snapshot'][1:])
-  assert snap_t <= 1.10 * single_t, (snap_t, single_t)
+  ratio = statistics.median(  # the first round compiles
+      s / o for s, o in zip(times['snapshot'][1:], times['single'][1:]))
+  assert ratio <= 1.10, (ratio, times)
 
 
 def test_the_runs_are_grids_sharing_one_program_per_schedule():
