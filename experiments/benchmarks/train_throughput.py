@@ -183,15 +183,15 @@ class JaxLoop:
 
   def run(self):
     carry = _fresh(self.start)
-    spe = self.loader.steps_per_epoch
+    # The loader's batch indices, each epoch's order drawn once, as the
+    # Trainer's data_on_device path reads them (drawing it again at every
+    # step cost this loop 60 us of host time per step).
+    order = self.loader.indices()
     step, losses = 0, None
     while step < self.steps:
       k = min(self.dispatch, self.steps - step)
-      idx = []
-      for s in range(step, step + k):
-        epoch, i = divmod(s, spe)
-        idx.append(self.loader.batch_indices(self.loader.epoch_indices(epoch), i))
-      carry, losses = self.many(carry, jax.device_put(np.stack(idx)))
+      idx = np.stack([next(order) for _ in range(k)])
+      carry, losses = self.many(carry, jax.device_put(idx))
       step += k
     return float(losses[-1])
 
