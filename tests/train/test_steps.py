@@ -42,24 +42,33 @@ def _assert_same(a, b):
 
 
 def test_nonfinite_probe_is_zero_iff_every_entry_is_finite():
-  # Small leaves of one shape and dtype are stacked (a and a2, b and b2),
-  # large ones (c, c2) and lone shapes (d) are reduced alone.
+  # Small leaves of one size and dtype are added elementwise (a with a2, and
+  # b with b2 although their shapes differ), large ones (c, c2) and lone
+  # sizes (d) are reduced alone; e holds more leaves of one size than one
+  # elementwise sum takes.
   big = steps_lib.PROBE_GROUP_MAX_SIZE + 1
+  many = steps_lib.PROBE_GROUP_MAX_COUNT + 3
   tree = dict(a=jnp.full((3,), 3e38, jnp.float32), a2=jnp.full((3,), -3e38, jnp.float32),
-              b=jnp.ones((2, 2), jnp.bfloat16), b2=jnp.full((2, 2), -2.0, jnp.bfloat16),
+              b=jnp.ones((2, 2), jnp.bfloat16), b2=jnp.full((4,), -2.0, jnp.bfloat16),
               c=jnp.ones((big,), jnp.float32), c2=jnp.ones((big,), jnp.float32),
-              d=jnp.full((2, 3), -3e38, jnp.float32))
+              d=jnp.full((2, 3), -3e38, jnp.float32),
+              e=[jnp.full((5,), 3e38, jnp.float32) for _ in range(many)])
   # Finite but huge: a squared norm would overflow, the probe does not.
   assert float(steps_lib.nonfinite_probe(tree)) == 0.0
   assert not np.isfinite(float(steps_lib._grad_sq(tree)))
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
-    for leaf in tree:
-      broken = dict(tree)
-      broken[leaf] = tree[leaf].at[1].set(bad)
+    for leaf in [k for k in tree if k != 'e'] + [('e', 0), ('e', many - 1)]:
+      broken = {k: list(v) if k == 'e' else v for k, v in tree.items()}
+      if isinstance(leaf, tuple):
+        broken['e'][leaf[1]] = broken['e'][leaf[1]].at[1].set(bad)
+      else:
+        broken[leaf] = tree[leaf].at[1].set(bad)
       assert np.isnan(float(steps_lib.nonfinite_probe(broken))), (bad, leaf)
-  # One reduction per group: {a, a2}, {b, b2}, c, c2, d.
+  # One reduction per group: {a, a2}, {b, b2}, c, c2, d, and e in two parts;
+  # nothing is copied into a stack.
   jaxpr = str(jax.make_jaxpr(steps_lib.nonfinite_probe)(tree))
-  assert jaxpr.count('reduce_sum') == 5, jaxpr
+  assert jaxpr.count('reduce_sum') == 7, jaxpr
+  assert 'concatenate' not in jaxpr, jaxpr
 
 
 @pytest.mark.parametrize('check', ['grads', 'loss'])
