@@ -185,7 +185,7 @@ class JaxLoop:
     carry = _fresh(self.start)
     # The loader's batch indices, each epoch's order drawn once, as the
     # Trainer's data_on_device path reads them (drawing it again at every
-    # step cost this loop 60 us of host time per step).
+    # step cost this loop 37 us of host time per step).
     order = self.loader.indices()
     step, losses = 0, None
     while step < self.steps:

