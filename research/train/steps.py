@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import operator
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -151,13 +152,6 @@ PROBE_GROUP_MAX_SIZE = 1 << 16
 PROBE_GROUP_MAX_COUNT = 64
 
 
-def _pairwise_sum(xs: list) -> jax.Array:
-  """``xs[0] + xs[1] + ...`` as a balanced tree (a shallow chain of adds)."""
-  while len(xs) > 1:
-    xs = [xs[i] + xs[i + 1] if i + 1 < len(xs) else xs[i] for i in range(0, len(xs), 2)]
-  return xs[0]
-
-
 def nonfinite_probe(tree) -> jax.Array:
   """``sum(x * 0)`` over every entry: exactly 0 if all are finite, else NaN.
 
@@ -192,7 +186,7 @@ def nonfinite_probe(tree) -> jax.Array:
       groups.setdefault((x.size, x.dtype), []).append(zero.reshape(-1))
   for zeros in groups.values():
     for i in range(0, len(zeros), PROBE_GROUP_MAX_COUNT):
-      part = _pairwise_sum(zeros[i:i + PROBE_GROUP_MAX_COUNT])
+      part = jax.tree.reduce_associative(operator.add, zeros[i:i + PROBE_GROUP_MAX_COUNT])
       total = total + jnp.sum(part).astype(jnp.float32)
   return total
 
