@@ -12,8 +12,9 @@ on the generated MNIST-1D training split (4000 examples), three ways:
   (c) ``torch``: the same model and loop in PyTorch eager on the CPU (skipped
       with a note if torch is not installed: ``pip install torch==2.13.0``).
 
-And on the many-leaf model (``deep_mlp``: 50 Dense(64) layers, 102 leaves,
-``--deep_steps`` steps): the Trainer per leaf and with ``flat_params``, the
+And on the many-leaf model (``deep_mlp``: ``--deep_depth`` Dense(``--deep_width``)
+layers and a Dense(10) head, by default 50 x 64, 102 leaves; ``--deep_steps``
+steps): the Trainer per leaf and with ``flat_params``, the
 hand-written loop, and that loop with plain SGD: the bound, since no Adam
 (flat or per leaf) costs less than SGD's ``p - lr g``. The ratio
 ``deep_mlp_sgd_bound_over_jax_loop`` is then the most that any optimizer
@@ -25,7 +26,9 @@ loop's is the update's share of a training step, so
 ``deep_mlp_flat_ceiling = 1 / (1 - share_per_leaf + share_flat)`` is what the
 flat optimizer can give the hand loop if nothing else changed. ``--deep_batch``
 sets the deep model's batch size (a smaller batch makes the update a larger
-share of the step).
+share of the step), and a smaller ``--deep_width`` makes every leaf smaller
+(the update's cost per leaf then dominates it, which is where a flat update
+gains most).
 
 ``--rounds`` rounds run (a), (b), (c) in turn (the first order rotates each
 round); each contender's first run, which compiles, is reported as compile
@@ -64,7 +67,12 @@ _DISPATCH = flags.DEFINE_integer('dispatch', 40, 'Steps per call (40 = one epoch
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 _DEEP_STEPS = flags.DEFINE_integer(
     'deep_steps', 400, 'Steps per timed run on the many-leaf model (deep_mlp); 0 skips it.')
-_DEEP_BATCH = flags.DEFINE_integer('deep_batch', 100, 'Batch size on the many-leaf model.')
+_DEEP_BATCH = flags.DEFINE_integer('deep_batch', 100, 'Batch size on the many-leaf model.',
+                                   lower_bound=1)
+_DEEP_WIDTH = flags.DEFINE_integer('deep_width', 64, 'Width of every hidden layer of deep_mlp.',
+                                   lower_bound=1)
+_DEEP_DEPTH = flags.DEFINE_integer('deep_depth', 50, 'Hidden layers of deep_mlp.',
+                                   lower_bound=1)
 
 BATCH, LR, SEED = 100, 1e-3, 0
 
@@ -79,15 +87,24 @@ class MLP(nn.Module):
 
 
 class DeepMLP(nn.Module):
-  """The many-leaf model: 50 Dense(64) + ReLU layers and a Dense(10) head
-  (102 parameter leaves of at most 64 x 64)."""
+  """The many-leaf model: ``depth`` Dense(``width``) + ReLU layers and a
+  Dense(10) head (2 * depth + 2 parameter leaves of at most width x width;
+  by default 102 of at most 64 x 64)."""
+  width: int = 64
+  depth: int = 50
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    for _ in range(50):
-      x = nn.relu(nn.Dense(64)(x))
+    for _ in range(self.depth):
+      x = nn.relu(nn.Dense(self.width)(x))
     return nn.Dense(10)(x)
+
+
+def _model(model_cls) -> nn.Module:
+  if model_cls is DeepMLP:
+    return DeepMLP(width=_DEEP_WIDTH.value, depth=_DEEP_DEPTH.value)
+  return model_cls()
 
 
 def _batch(model_cls) -> int:
@@ -124,12 +141,12 @@ class Ours:
     self.trainer = trainer_lib.Trainer(config)
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), batch, seed=SEED)
     # Made once, untimed (as every contender's start): eager init of
-    # deep_mlp's 102 leaves and their Adam moments is one dispatch per op,
+    # deep_mlp's leaves (102 by default) and their Adam moments is one dispatch per op,
     # tens of ms per run. fit copies the state it is given (its steps donate
     # the copy), so every run starts from the same state, and with the same
     # transformation (a static part of the state: a new one would be a new
     # program to compile).
-    model = self.model_cls()
+    model = _model(self.model_cls)
     self.state0 = state_lib.TrainState.create(
         apply_fn=model.apply, variables=model.init(jax.random.key(SEED), x[:1]),
         tx=optim.adam(LR), rng=jax.random.key(1))
@@ -164,7 +181,7 @@ class JaxLoop:
     self.loader = pipeline.TrainLoader(pipeline.ArraySource(x, y), _batch(self.model_cls),
                                        seed=SEED)
     self.steps, self.dispatch = steps, dispatch
-    model, tx = self.model_cls(), self.make_tx()
+    model, tx = _model(self.model_cls), self.make_tx()
 
     def loss_fn(params, xb, yb):
       logits = model.apply({'params': params}, xb)
@@ -221,7 +238,7 @@ class UpdateOnlyDeep:
     del y
     self.steps, self.dispatch = steps, dispatch
     tx = self.make_tx()
-    params = DeepMLP().init(jax.random.key(SEED), x[:1])['params']
+    params = _model(DeepMLP).init(jax.random.key(SEED), x[:1])['params']
     self.start = _start(optim.ravel(params) if self.flat else params, tx)
 
     def many(carry):
@@ -362,7 +379,8 @@ def main(argv):
       'train_throughput', root=f'{common.REPO_ROOT}/runs/benchmarks')
   common.write_json(f'{workdir}/results.json', dict(
       rows=rows, ratios=ratios, notes=notes, rounds=_ROUNDS.value, dispatch=dispatch,
-      deep_batch=_DEEP_BATCH.value))
+      deep_batch=_DEEP_BATCH.value, deep_width=_DEEP_WIDTH.value,
+      deep_depth=_DEEP_DEPTH.value))
   print(f'results: {workdir}/results.json')
 
 

@@ -45,7 +45,8 @@ def test_optim_update_contrib_rows_with_extra_args(tmp_path):
 
 def test_train_throughput_contenders_train_the_same_run(tmp_path):
   out = _bench('train_throughput', str(tmp_path), '--steps=80', '--rounds=1',
-               '--dispatch=40', '--deep_steps=40', '--deep_batch=20')
+               '--dispatch=40', '--deep_steps=40', '--deep_batch=20', '--deep_width=16',
+               '--deep_depth=20')
   # The contenders' names (the module defines absl flags, so it is not imported
   # here: another benchmark's flags may already live in this process).
   ours, ours_loss = 'ours (Trainer)', "ours (Trainer, nonfinite_check='loss')"
@@ -59,7 +60,8 @@ def test_train_throughput_contenders_train_the_same_run(tmp_path):
                update_flat):
     assert by[name]['steps_per_second'] > 0, name
   assert by[deep_flat]['variant'] == by[update_flat]['variant'] == 'flat'
-  assert by[update]['final_loss'] is None and out['deep_batch'] == 20
+  assert by[update]['final_loss'] is None
+  assert (out['deep_batch'], out['deep_width'], out['deep_depth']) == (20, 16, 20)
   # The update alone is a part of a training step: a share in (0, 1), and the
   # ceiling it implies is 1 / (1 - (per-leaf share - flat share)).
   r = out['ratios']
