@@ -52,14 +52,17 @@ def test_train_throughput_contenders_train_the_same_run(tmp_path):
   ours, ours_loss = 'ours (Trainer)', "ours (Trainer, nonfinite_check='loss')"
   loop = 'jax_loop (flax + optax, jit + scan)'
   deep_ours, deep_flat = 'ours (Trainer) [deep_mlp]', 'ours (Trainer, flat_params) [deep_mlp]'
+  deep_ours_loss = "ours (Trainer, nonfinite_check='loss') [deep_mlp]"
+  deep_flat_loss = "ours (Trainer, flat_params, nonfinite_check='loss') [deep_mlp]"
   deep_loop, deep_sgd = loop + ' [deep_mlp]', 'jax_loop, plain SGD (bound) [deep_mlp]'
   update, update_flat = ('optax adam update alone, per leaf [deep_mlp]',
                          'optim.flat(adam) update alone [deep_mlp]')
   by = {r['contender']: r for r in out['rows']}
-  for name in (ours, ours_loss, loop, deep_ours, deep_flat, deep_loop, deep_sgd, update,
-               update_flat):
+  for name in (ours, ours_loss, loop, deep_ours, deep_flat, deep_ours_loss, deep_flat_loss,
+               deep_loop, deep_sgd, update, update_flat):
     assert by[name]['steps_per_second'] > 0, name
-  assert by[deep_flat]['variant'] == by[update_flat]['variant'] == 'flat'
+  assert (by[deep_flat]['variant'] == by[deep_flat_loss]['variant'] == by[update_flat]['variant']
+          == 'flat')
   assert by[update]['final_loss'] is None
   assert (out['deep_batch'], out['deep_width'], out['deep_depth']) == (20, 16, 20)
   # The update alone is a part of a training step: a share in (0, 1), and the
@@ -70,10 +73,12 @@ def test_train_throughput_contenders_train_the_same_run(tmp_path):
   assert 0 < r['deep_mlp_flat_ceiling'] < 1 / (1 - r['deep_mlp_update_share'])
   # Same init, data order and optimizer: ours (per leaf or flat) and the hand
   # loop end at the same loss (float reassociation only).
-  for a, b in ((ours, loop), (deep_ours, deep_loop), (deep_flat, deep_loop)):
+  for a, b in ((ours, loop), (deep_ours, deep_loop), (deep_flat, deep_loop),
+               (deep_ours_loss, deep_loop), (deep_flat_loss, deep_loop)):
     assert math.isclose(by[a]['final_loss'], by[b]['final_loss'], rel_tol=1e-3), a
   for key in ('ours_over_jax_loop', 'deep_mlp_ours_over_jax_loop',
-              'deep_mlp_flat_over_jax_loop', 'deep_mlp_sgd_bound_over_jax_loop'):
+              'deep_mlp_flat_over_jax_loop', 'deep_mlp_ours_loss_check_over_jax_loop',
+              'deep_mlp_flat_loss_check_over_jax_loop', 'deep_mlp_sgd_bound_over_jax_loop'):
     assert key in out['ratios'], key
   by = {r['contender'].split(' ')[0]: r for r in out['rows']}
   assert ('torch' in by) == ('ours_over_torch' in out['ratios'])
