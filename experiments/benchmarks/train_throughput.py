@@ -20,7 +20,10 @@ check costs from what the layout gains), the hand-written loop, and that
 loop with plain SGD: the bound, since no Adam (flat or per leaf) costs less
 than SGD's ``p - lr g``. The ratio
 ``deep_mlp_sgd_bound_over_jax_loop`` is then the most that any optimizer
-change can gain over the hand-written Adam loop. Two more rows time the
+change can gain over the hand-written Adam loop, and
+``deep_mlp_aa_control_over_jax_loop`` (a second copy of the hand loop against
+the first) is the A/A control: how far apart two equal programs come out in
+the same run. Two more rows time the
 Adam update alone on deep_mlp's params (per leaf with Optax, and
 ``optim.flat``), in the same jit + scan with the same dispatch, with a stand-in
 gradient (one elementwise pass over the params): their time over the hand
@@ -230,6 +233,12 @@ class JaxLoopDeep(JaxLoop):
   model_cls = DeepMLP
 
 
+class JaxLoopDeepControl(JaxLoopDeep):
+  """The A/A control: a second, separately compiled copy of the hand loop.
+  Its ratio to the first is what two equal programs differ by in one run."""
+  name = 'jax_loop, second copy (A/A control) [deep_mlp]'
+
+
 class JaxLoopDeepSGD(JaxLoopDeep):
   """The bound: the same loop with plain SGD, the cheapest update there is.
   No optimizer (flat or not) makes the Adam loop faster than this one."""
@@ -327,8 +336,8 @@ def main(argv):
   if _DEEP_STEPS.value:  # the many-leaf model, in the same alternating rounds
     contenders += [cls(x, y, _DEEP_STEPS.value, dispatch)
                    for cls in (OursDeep, OursFlatDeep, OursDeepLossCheck,
-                               OursFlatDeepLossCheck, JaxLoopDeep, JaxLoopDeepSGD,
-                               UpdateOnlyDeep, UpdateOnlyDeepFlat)]
+                               OursFlatDeepLossCheck, JaxLoopDeep, JaxLoopDeepControl,
+                               JaxLoopDeepSGD, UpdateOnlyDeep, UpdateOnlyDeepFlat)]
 
   # The process's one-time costs (backend start-up, first traces) go to a
   # short throwaway run, not to whichever contender comes first: a different
@@ -364,7 +373,8 @@ def main(argv):
                    ('deep_mlp_ours', OursDeep), ('deep_mlp_flat', OursFlatDeep),
                    ('deep_mlp_ours_loss_check', OursDeepLossCheck),
                    ('deep_mlp_flat_loss_check', OursFlatDeepLossCheck),
-                   ('deep_mlp_sgd_bound', JaxLoopDeepSGD)):
+                   ('deep_mlp_sgd_bound', JaxLoopDeepSGD),
+                   ('deep_mlp_aa_control', JaxLoopDeepControl)):
     pairs = ((('jax_loop', JaxLoopDeep.name),) if key.startswith('deep_mlp')
              else (('jax_loop', JaxLoop.name), ('torch', Torch.name)))
     for other, name in pairs:

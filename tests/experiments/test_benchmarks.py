@@ -55,11 +55,12 @@ def test_train_throughput_contenders_train_the_same_run(tmp_path):
   deep_ours_loss = "ours (Trainer, nonfinite_check='loss') [deep_mlp]"
   deep_flat_loss = "ours (Trainer, flat_params, nonfinite_check='loss') [deep_mlp]"
   deep_loop, deep_sgd = loop + ' [deep_mlp]', 'jax_loop, plain SGD (bound) [deep_mlp]'
+  deep_control = 'jax_loop, second copy (A/A control) [deep_mlp]'
   update, update_flat = ('optax adam update alone, per leaf [deep_mlp]',
                          'optim.flat(adam) update alone [deep_mlp]')
   by = {r['contender']: r for r in out['rows']}
   for name in (ours, ours_loss, loop, deep_ours, deep_flat, deep_ours_loss, deep_flat_loss,
-               deep_loop, deep_sgd, update, update_flat):
+               deep_loop, deep_control, deep_sgd, update, update_flat):
     assert by[name]['steps_per_second'] > 0, name
   assert (by[deep_flat]['variant'] == by[deep_flat_loss]['variant'] == by[update_flat]['variant']
           == 'flat')
@@ -74,11 +75,13 @@ def test_train_throughput_contenders_train_the_same_run(tmp_path):
   # Same init, data order and optimizer: ours (per leaf or flat) and the hand
   # loop end at the same loss (float reassociation only).
   for a, b in ((ours, loop), (deep_ours, deep_loop), (deep_flat, deep_loop),
-               (deep_ours_loss, deep_loop), (deep_flat_loss, deep_loop)):
+               (deep_ours_loss, deep_loop), (deep_flat_loss, deep_loop),
+               (deep_control, deep_loop)):
     assert math.isclose(by[a]['final_loss'], by[b]['final_loss'], rel_tol=1e-3), a
   for key in ('ours_over_jax_loop', 'deep_mlp_ours_over_jax_loop',
               'deep_mlp_flat_over_jax_loop', 'deep_mlp_ours_loss_check_over_jax_loop',
-              'deep_mlp_flat_loss_check_over_jax_loop', 'deep_mlp_sgd_bound_over_jax_loop'):
+              'deep_mlp_flat_loss_check_over_jax_loop', 'deep_mlp_sgd_bound_over_jax_loop',
+              'deep_mlp_aa_control_over_jax_loop'):
     assert key in out['ratios'], key
   by = {r['contender'].split(' ')[0]: r for r in out['rows']}
   assert ('torch' in by) == ('ours_over_torch' in out['ratios'])
