@@ -11,9 +11,10 @@ update is a large share of a step. Measured with ``train_throughput``
 (the Trainer against a hand-written flax + optax jit + scan loop):
 
 - 100 Dense(16) layers (202 leaves of at most 256 entries), batch 1: the
-  per-leaf Adam update is about half of a step and the flat one 7 %. The
-  Trainer with ``flat_params`` ran at 1.11-1.21x the hand loop (4 runs;
-  1.20-1.29x with ``nonfinite_check='loss'``), against 0.78-0.90x per leaf.
+  per-leaf Adam update is 0.47-0.70 of a step and the flat one 0.06-0.08. The
+  Trainer with ``flat_params`` ran at 1.04-1.31x the hand loop (median 1.13
+  over 7 runs; 1.14-1.32x, median 1.26, with ``nonfinite_check='loss'``),
+  against 0.72-0.91x per leaf (median 0.85).
   At batch 10 the update is 23 % of a step, and flat ran at 0.95x.
 - 50 Dense(64) layers (102 leaves of 4096 entries), the benchmark's default:
   the flat update takes 0.7-0.8 of the per-leaf one's time (Adam is three
