@@ -19,8 +19,8 @@ update is a large share of a step. Measured with ``train_throughput``
 - 50 Dense(64) layers (102 leaves of 4096 entries), the benchmark's default:
   the flat update takes 0.7-0.8 of the per-leaf one's time (Adam is three
   passes over each buffer either way), so the copies cost more than it
-  saves: flat ran at 0.90x the hand loop at batch 100 and 10 and 0.6x at
-  batch 1, below the per-leaf Trainer.
+  saves: flat ran at 0.90-1.00x the hand loop at batch 100, 0.90x at batch
+  10 and 0.6x at batch 1, never above the per-leaf Trainer.
 
 On the host everything stays per leaf: the
 Trainer's ``host_state`` (checkpoints, snapshots, hooks, the fit result)
