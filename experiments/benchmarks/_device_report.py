@@ -15,6 +15,9 @@ import statistics
 import sys
 
 POLICIES = ('float32', 'bfloat16', 'float16')
+# device_check.sh's train_throughput runs: the default sizes, and (full mode
+# only) the small-leaf many-leaf model, where a flat optimizer gains most.
+THROUGHPUT_RUNS = ('train_throughput', 'train_throughput_small_leaves')
 
 
 def _read_json(path):
@@ -101,11 +104,16 @@ def report(workdir: str) -> str:
               f"{_fmt(statistics.median(ratios) if ratios else None)}"
               f" (range {_fmt(min(ratios) if ratios else None)}-"
               f"{_fmt(max(ratios) if ratios else None)}).", '']
-  tput = _read_json(os.path.join(workdir, 'train_throughput', 'results.json'))
-  if tput:
-    lines += ['## train_throughput', '', '| contender | steps/s |', '|---|---|']
-    lines += [f"| {r['contender']} | {r['steps_per_second']:.0f} |" for r in tput['rows']]
-    lines.append('')
+  for name in THROUGHPUT_RUNS:
+    tput = _read_json(os.path.join(workdir, name, 'results.json'))
+    if tput:
+      size = (f" (deep_mlp {tput['deep_depth']} x {tput['deep_width']}, batch "
+              f"{tput['deep_batch']})" if 'deep_width' in tput else '')
+      lines += [f'## {name}{size}', '', '| contender | steps/s |', '|---|---|']
+      lines += [f"| {r['contender']} | {r['steps_per_second']:.0f} |" for r in tput['rows']]
+      lines.append('')
+      lines += [f'- {k}: {_fmt(v)}' for k, v in tput.get('ratios', {}).items()]
+      lines.append('')
   lines.append(f'{failed} step(s) failed.' if failed else 'Every step ran.')
   text = '\n'.join(lines) + '\n'
   tmp = os.path.join(workdir, '.results.md.tmp')

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks on a GPU or TPU everything a CPU cannot, in one go:
 #   1. the test suite, run on the accelerator;
-#   2. the optim_update and train_throughput benchmarks;
+#   2. the optim_update and train_throughput benchmarks (train_throughput
+#      twice: the default sizes, and 100 x Dense(16) at batch 1, many small
+#      leaves, where a flat optimizer gains most);
 #   3. each precision policy's steps/s; the Trainer under parallel='sharded'
 #      and 'pmap' on all local devices (final loss against parallel='none');
 #   4. a few hundred steps of the snapshot_ensembles:cifar10_resnet20 protocol
@@ -67,6 +69,11 @@ step optim_update "$PY" -m experiments.benchmarks.optim_update \
   --workdir="$workdir/optim_update" ${optim_args[@]+"${optim_args[@]}"}
 step train_throughput "$PY" -m experiments.benchmarks.train_throughput \
   --workdir="$workdir/train_throughput" ${throughput_args[@]+"${throughput_args[@]}"}
+if [[ $reduced == 0 ]]; then  # many small leaves: 100 x Dense(16), batch 1
+  step train_throughput_small_leaves "$PY" -m experiments.benchmarks.train_throughput \
+    --workdir="$workdir/train_throughput_small_leaves" --deep_width=16 --deep_depth=100 \
+    --deep_batch=1 --deep_steps=1200
+fi
 step device "$PY" -m experiments.benchmarks._device_check \
   --device_dir="$workdir" ${flags[@]+"${flags[@]}"}
 "$PY" -m experiments.benchmarks._device_report "$workdir"

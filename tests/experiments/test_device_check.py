@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from experiments.benchmarks import _device_check
+from experiments.benchmarks import _device_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,6 +44,27 @@ def test_reduced_device_check_runs_every_step_and_prints_its_tables(tmp_path):
   assert proto['flops_per_step'] > 0 and proto['examples_per_second'] > 0
   assert proto['percent_of_peak_bf16'] is None  # no peak for a CPU
   assert math.isfinite(proto['final_loss'])
+
+
+def test_report_lists_both_throughput_runs_with_their_ratios(tmp_path):
+  (tmp_path / 'steps.tsv').write_text('train_throughput\t0\t5\n'
+                                      'train_throughput_small_leaves\t1\t7\n')
+  for name, width, ratio in (('train_throughput', 64, 0.95),
+                             ('train_throughput_small_leaves', 16, 1.25)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'results.json').write_text(json.dumps(dict(
+        rows=[dict(contender='ours', steps_per_second=1234.4)],
+        ratios=dict(deep_mlp_flat_over_jax_loop=ratio), deep_width=width, deep_depth=50,
+        deep_batch=1)))
+  text = _device_report.report(str(tmp_path))
+  assert '## train_throughput (deep_mlp 50 x 64, batch 1)' in text
+  assert '## train_throughput_small_leaves (deep_mlp 50 x 16, batch 1)' in text
+  assert '- deep_mlp_flat_over_jax_loop: 0.95' in text
+  assert '- deep_mlp_flat_over_jax_loop: 1.25' in text
+  assert '| ours | 1234 |' in text
+  assert '| train_throughput_small_leaves | FAILED (exit 1) | 7 |' in text
+  assert '1 step(s) failed.' in text
+  assert (tmp_path / 'results.md').read_text() == text
 
 
 def test_peak_flops_by_device_kind():
