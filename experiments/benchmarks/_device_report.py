@@ -107,8 +107,9 @@ def report(workdir: str) -> str:
   for name in THROUGHPUT_RUNS:
     tput = _read_json(os.path.join(workdir, name, 'results.json'))
     if tput:
+      deep = 'deep_width' in tput and any('[deep_mlp]' in r['contender'] for r in tput['rows'])
       size = (f" (deep_mlp {tput['deep_depth']} x {tput['deep_width']}, batch "
-              f"{tput['deep_batch']})" if 'deep_width' in tput else '')
+              f"{tput['deep_batch']})" if deep else '')
       lines += [f'## {name}{size}', '', '| contender | steps/s |', '|---|---|']
       lines += [f"| {r['contender']} | {r['steps_per_second']:.0f} |" for r in tput['rows']]
       lines.append('')
