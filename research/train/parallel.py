@@ -18,6 +18,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -63,6 +64,11 @@ _PMAP = dict(
                           static_broadcasted_argnums=4, donate_argnums=0),
     evaluate=jax.pmap(steps.eval_step, axis_name=AXIS, static_broadcasted_argnums=2),
 )
+
+
+# A fresh copy of every leaf, on the leaves' device (host arrays go to the
+# default one), in one dispatch.
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def check_batch_size(parallel: str, batch_size: int) -> None:
@@ -115,10 +121,12 @@ class Single(Strategy):
 
   def place_state(self, state):
     # A copy: the steps donate the state, which must not delete the caller's
-    # arrays (e.g. the variables a second run starts from). One batched call:
-    # a jnp.copy per leaf was one dispatch each (23 ms per fit for Adam on
-    # train_throughput's deep_mlp, 102 leaves).
-    return jax.device_put(state, may_alias=False)
+    # arrays (e.g. the variables a second run starts from). One compiled
+    # call: a jnp.copy per leaf was one dispatch each (23 ms per fit for
+    # Adam on train_throughput's deep_mlp, 102 leaves), and
+    # jax.device_put(state, may_alias=False) still 7.5 ms on its 100 x
+    # Dense(16) variant (609 leaves with the Adam moments), against 1.3 ms.
+    return _copy(state)
 
   def place_data(self, data):
     return jax.device_put(data)

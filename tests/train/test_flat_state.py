@@ -82,6 +82,30 @@ def test_device_state_is_flat_and_converts_back():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize('host', [False, True])
+def test_compiled_conversion_equals_the_leaf_by_leaf_one(monkeypatch, host):
+  # to_flat converts a state on one device (or on the host) in one compiled
+  # call; sharded states or states spread over devices go leaf by leaf.
+  state = _state()
+  if host:
+    state = jax.device_get(state)
+  assert flat_state._one_device(state.params, state.opt_state)
+  compiled = flat_state.to_flat(state)
+  monkeypatch.setattr(flat_state, '_one_device', lambda *trees: False)
+  eager = flat_state.to_flat(state)
+  assert jax.tree.structure(compiled) == jax.tree.structure(eager)
+  for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager)):
+    assert np.asarray(a).dtype == np.asarray(b).dtype
+    np.testing.assert_array_equal(a, b)
+
+
+def test_states_on_several_devices_are_not_compiled():  # 4 CPU devices: conftest.py
+  a, b = (jax.device_put(np.ones(3, np.float32), d) for d in jax.devices()[:2])
+  assert flat_state._one_device({'a': a}, {'b': a})
+  assert not flat_state._one_device({'a': a}, {'b': b})
+  assert not flat_state._one_device({'a': a, 'f': lambda: 0}, {})
+
+
 @pytest.mark.parametrize('field,value,match', [
     ('l2', 0.1, 'l2=0.1 with flat_params=True'),
     ('log_grad_norms', True, 'log_grad_norms=True with flat_params=True'),
