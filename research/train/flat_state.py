@@ -10,17 +10,20 @@ On CPU the flag therefore pays only where the leaves are small and the
 update is a large share of a step. Measured with ``train_throughput``
 (the Trainer against a hand-written flax + optax jit + scan loop):
 
-- 100 Dense(16) layers (202 leaves of at most 256 entries), batch 1: the
-  per-leaf Adam update is 0.47-0.70 of a step and the flat one 0.06-0.08. The
-  Trainer with ``flat_params`` ran at 1.04-1.31x the hand loop (median 1.13
-  over 7 runs; 1.14-1.32x, median 1.26, with ``nonfinite_check='loss'``),
-  against 0.72-0.91x per leaf (median 0.85).
+- 100 Dense(16) layers (202 leaves of at most 256 entries), batch 1, 1200
+  steps per fit: the per-leaf Adam update is 0.42-0.47 of a step and the
+  flat one 0.08. The Trainer with ``flat_params`` ran at 1.24-1.30x the hand
+  loop (median 1.27 over 5 runs; 1.29-1.32x with ``nonfinite_check='loss'``),
+  against 0.79-0.93x per leaf; two copies of the hand loop came out
+  0.98-1.04x apart. (Before the state was placed in one compiled call,
+  :func:`to_flat` took a tenth of such a fit and flat ran at 1.04-1.31x.)
   At batch 10 the update is 23 % of a step, and flat ran at 0.95x.
 - 50 Dense(64) layers (102 leaves of 4096 entries), the benchmark's default:
   the flat update takes 0.7-0.8 of the per-leaf one's time (Adam is three
-  passes over each buffer either way), so the copies cost more than it
-  saves: flat ran at 0.90-1.00x the hand loop at batch 100, 0.90x at batch
-  10 and 0.6x at batch 1, never above the per-leaf Trainer.
+  passes over each buffer either way) and the update is 6-8 % of a step at
+  batch 100, so the copies cost about what it saves: flat ran at 0.90-1.00x
+  the hand loop at batch 100 (per leaf 0.96-1.01x; plain SGD, the bound for
+  any optimizer, 1.10-1.15x), 0.90x at batch 10 and 0.6x at batch 1.
 
 On the host everything stays per leaf: the
 Trainer's ``host_state`` (checkpoints, snapshots, hooks, the fit result)
